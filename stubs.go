@@ -1,6 +1,6 @@
 package main
 
-// Placeholders until ws.go, server.go and client.go land; removed then.
+// Placeholders until client.go lands; removed then.
 
 import (
 	"context"
@@ -10,5 +10,6 @@ import (
 
 const subprotocolV1 = "wperf.v1"
 
-func runServer(ctx context.Context, cfg *config, w io.Writer) error { return errors.New("server: not built yet") }
-func runClient(ctx context.Context, cfg *config, w io.Writer) error { return errors.New("client: not built yet") }
+func runClient(ctx context.Context, cfg *config, w io.Writer) error {
+	return errors.New("client: not built yet")
+}
