@@ -1,12 +1,494 @@
 package main
 
+// server.go is wperf -s: the HTTP server, its sessions (a test's control
+// connection plus its streams, tied by the cookie), the caps that keep it
+// from being "busy" for everyone, and the server's side of each test.
+
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 )
+
+// streamJoinTimeout bounds how long a test waits for all its streams.
+const streamJoinTimeout = 10 * time.Second
+
+type server struct {
+	cfg  *config
+	out  *lineWriter
+	idle time.Duration
+
+	mu       sync.Mutex
+	sessions map[string]*session // by cookie, while streams may join
+	running  int                 // tests holding a slot
+	tests    sync.WaitGroup      // every test goroutine
+	oneOff   chan struct{}       // closed after the first test with -1
+	oneOnce  sync.Once
+	ctx      context.Context // ends on shutdown
+}
+
+// session is a test from its request to its end.
+type session struct {
+	req    testRequest
+	peer   string // the client's address as seen here
+	joined chan joinedStream
+	// streams still expected in each direction; guarded by server.mu
+	pendingUp, pendingDown int
+}
+
+// expect reserves a place for a joining stream of direction dir.
+func (sess *session) expect(dir string) bool {
+	switch {
+	case dir == streamUp && sess.pendingUp > 0:
+		sess.pendingUp--
+	case dir == streamDown && sess.pendingDown > 0:
+		sess.pendingDown--
+	default:
+		return false
+	}
+	return true
+}
+
+type joinedStream struct {
+	conn  *wsConn
+	hello streamHello
+}
+
+// runServer serves until ctx ends (SIGINT/SIGTERM) or, with -1, after one
+// test; then it ends the running tests and returns nil.
+func runServer(ctx context.Context, cfg *config, stdout io.Writer) error {
+	out, err := openOutput(cfg, stdout)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	network := "tcp"
+	if cfg.family != 0 {
+		network += strconv.Itoa(cfg.family)
+	}
+	ln, err := net.Listen(network, net.JoinHostPort(cfg.bind, strconv.Itoa(cfg.port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return serve(ctx, cfg, ln, out)
+}
+
+// serve runs the server on a listener; tests call it directly.
+func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &server{
+		cfg:      cfg,
+		out:      out,
+		idle:     seconds2dur(cfg.idleTimeout),
+		sessions: map[string]*session{},
+		oneOff:   make(chan struct{}),
+		ctx:      ctx,
+	}
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.idle,
+		IdleTimeout:       s.idle,
+		ErrorLog:          nil,
+	}
+	if !cfg.json {
+		out.printf("Server listening on %s (wperf %s, protocol %s)", ln.Addr(), version, subprotocolV1)
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case <-s.oneOff:
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+	cancel()
+	shutdownCtx, done := context.WithTimeout(context.Background(), closeWait)
+	defer done()
+	hs.Shutdown(shutdownCtx)
+	s.tests.Wait()
+	return nil
+}
+
+// ServeHTTP routes one request: authentication first, then the echo
+// endpoint, then the wperf protocol.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.token != "" && !tokenMatches(r.Header.Get("Authorization"), s.cfg.token) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="wperf"`)
+		http.Error(w, "authentication failed", http.StatusUnauthorized)
+		return
+	}
+	if !isUpgrade(r) {
+		if r.URL.Path == "/" && r.Method == http.MethodGet {
+			fmt.Fprintf(w, "wperf %s server: connect with wperf -c, or a WebSocket to /echo\n", version)
+			return
+		}
+		http.NotFound(w, r)
+		return
+	}
+	if strings.HasSuffix(r.URL.Path, "/echo") {
+		c, err := upgrade(w, r, upgradeOptions{connOptions: connOptions{maxMessage: s.cfg.maxMessage, readBuffer: 64 << 10}})
+		if err == nil {
+			s.tests.Add(1)
+			defer s.tests.Done()
+			stop := context.AfterFunc(s.ctx, func() { c.Close(statusGoingAway, "server shutting down") })
+			defer stop()
+			serveEcho(c, s.idle)
+		}
+		return
+	}
+	if chooseSubprotocol(headerTokens(r.Header, "Sec-WebSocket-Protocol"), []string{subprotocolV1}) == "" {
+		http.Error(w, "this server speaks the "+subprotocolV1+" subprotocol; offer it in Sec-WebSocket-Protocol, or use /echo", http.StatusBadRequest)
+		return
+	}
+	c, err := upgrade(w, r, upgradeOptions{
+		subprotocols: []string{subprotocolV1},
+		connOptions:  connOptions{maxMessage: 1 << 20, readBuffer: 256 << 10},
+	})
+	if err != nil {
+		return
+	}
+	s.handle(c, s.peerAddr(r))
+}
+
+// tokenMatches compares a bearer token in constant time. Hashing both
+// sides first keeps the comparison's length fixed too.
+func tokenMatches(header, token string) bool {
+	got, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok {
+		return false
+	}
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// peerAddr is the client's address: the TCP peer, or with --trust-proxy
+// what the reverse proxy in front of us says.
+func (s *server) peerAddr(r *http.Request) string {
+	if s.cfg.trustProxy {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			first, _, _ := strings.Cut(xff, ",")
+			return strings.TrimSpace(first)
+		}
+		if xr := r.Header.Get("X-Real-IP"); xr != "" {
+			return strings.TrimSpace(xr)
+		}
+	}
+	return r.RemoteAddr
+}
+
+// handle reads a new connection's first message, which says whether it
+// is a test's control connection or one of its streams.
+func (s *server) handle(c *wsConn, peer string) {
+	c.SetReadDeadline(time.Now().Add(s.idle))
+	_, msg, err := c.ReadMessage(nil)
+	if err != nil {
+		c.Abort()
+		return
+	}
+	kind, err := messageType(msg)
+	if err != nil {
+		c.Close(statusPolicyViolation, err.Error())
+		return
+	}
+	switch kind {
+	case msgTest:
+		var req testRequest
+		if err := json.Unmarshal(msg, &req); err != nil {
+			refuse(c, statusPolicyViolation, "bad test request: "+err.Error())
+			return
+		}
+		s.tests.Add(1)
+		defer s.tests.Done()
+		s.control(c, &req, peer)
+	case msgStream:
+		var hello streamHello
+		if err := json.Unmarshal(msg, &hello); err != nil {
+			c.Close(statusPolicyViolation, "bad stream hello")
+			return
+		}
+		s.join(c, hello)
+	default:
+		c.Close(statusPolicyViolation, "unexpected first message "+strconv.Quote(kind))
+	}
+}
+
+// refuse tells the client why and closes the control connection.
+func refuse(c *wsConn, code statusCode, why string) {
+	sendJSON(c, refuseMsg{Type: msgRefuse, Error: why})
+	c.Close(code, shortReason(errors.New(why)))
+}
+
+func sendJSON(c *wsConn, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c.SetWriteDeadline(time.Now().Add(closeWait))
+	return c.WriteMessage(opText, b)
+}
+
+// admit checks a request against the server's caps and, when it fits,
+// takes a slot and registers the session.
+func (s *server) admit(req *testRequest, peer string) (*session, statusCode, error) {
+	if err := req.check(); err != nil {
+		return nil, statusPolicyViolation, err
+	}
+	if total := req.Time + req.Omit; req.byteTarget() == 0 && total > s.cfg.maxDuration {
+		return nil, statusPolicyViolation, fmt.Errorf("a %g s test exceeds this server's limit of %g s (--max-duration)", total, s.cfg.maxDuration)
+	}
+	if req.Parallel > s.cfg.maxParallel {
+		return nil, statusPolicyViolation, fmt.Errorf("%d parallel streams exceed this server's limit of %d (--max-parallel)", req.Parallel, s.cfg.maxParallel)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running >= s.cfg.maxClients {
+		return nil, statusTryAgainLater, fmt.Errorf("server is busy: %d tests running, its limit (--max-clients); try again later", s.running)
+	}
+	if _, dup := s.sessions[req.Cookie]; dup {
+		return nil, statusPolicyViolation, errors.New("a test with this cookie is already running")
+	}
+	sess := &session{req: *req, peer: peer, joined: make(chan joinedStream, req.streamCount())}
+	if req.Direction != dirDownload {
+		sess.pendingUp = req.Parallel
+	}
+	if req.Direction != dirUpload {
+		sess.pendingDown = req.Parallel
+	}
+	s.sessions[req.Cookie] = sess
+	s.running++
+	return sess, 0, nil
+}
+
+// release frees a test's slot; with -1 it also ends the server.
+func (s *server) release(sess *session) {
+	s.mu.Lock()
+	if s.sessions[sess.req.Cookie] == sess {
+		delete(s.sessions, sess.req.Cookie)
+	}
+	s.running--
+	s.mu.Unlock()
+	if s.cfg.oneOff {
+		s.oneOnce.Do(func() { close(s.oneOff) })
+	}
+}
+
+// join hands a stream connection to its waiting test.
+func (s *server) join(c *wsConn, hello streamHello) {
+	s.mu.Lock()
+	sess := s.sessions[hello.Cookie]
+	ok := sess != nil && sess.expect(hello.Direction)
+	s.mu.Unlock()
+	if !ok {
+		c.Close(statusPolicyViolation, "no test is waiting for this stream")
+		return
+	}
+	sess.joined <- joinedStream{conn: c, hello: hello}
+}
+
+// control runs one test from the server's side.
+func (s *server) control(c *wsConn, req *testRequest, peer string) {
+	sess, code, err := s.admit(req, peer)
+	if err != nil {
+		s.logRefusal(peer, err)
+		refuse(c, code, err.Error())
+		return
+	}
+	defer s.release(sess)
+	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: 1, Server: "wperf " + version, Cookie: req.Cookie}); err != nil {
+		c.Abort()
+		return
+	}
+	streams, err := s.collect(sess)
+	defer func() {
+		for _, st := range streams {
+			st.conn.Abort()
+		}
+	}()
+	if err != nil {
+		s.logRefusal(peer, err)
+		refuse(c, statusPolicyViolation, err.Error())
+		return
+	}
+	st := &serverTest{srv: s, ctrl: c, sess: sess, streams: streams, startedAt: time.Now()}
+	st.run()
+}
+
+// collect waits until every stream of the test has joined.
+func (s *server) collect(sess *session) ([]joinedStream, error) {
+	want := sess.req.streamCount()
+	timer := time.NewTimer(streamJoinTimeout)
+	defer timer.Stop()
+	var got []joinedStream
+	for len(got) < want {
+		select {
+		case js := <-sess.joined:
+			got = append(got, js)
+		case <-timer.C:
+			return got, fmt.Errorf("only %d of %d streams connected within %v", len(got), want, streamJoinTimeout)
+		case <-s.ctx.Done():
+			return got, errors.New("server shutting down")
+		}
+	}
+	ids := map[int]bool{}
+	for _, js := range got {
+		if ids[js.hello.ID] {
+			return got, fmt.Errorf("two streams with id %d", js.hello.ID)
+		}
+		ids[js.hello.ID] = true
+	}
+	return got, nil
+}
+
+// serverTest is one accepted test with all its streams.
+type serverTest struct {
+	srv       *server
+	ctrl      *wsConn
+	sess      *session
+	streams   []joinedStream
+	startedAt time.Time
+	r         *testRun
+}
+
+func (t *serverTest) run() {
+	s, req := t.srv, &t.sess.req
+	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay}
+	hardStop := seconds2dur(s.cfg.maxDuration) + s.idle
+	if req.byteTarget() == 0 {
+		hardStop = min(hardStop, seconds2dur(req.Omit+req.Time)+s.idle)
+	}
+	r := newTestRun(req, s.idle, hardStop)
+	t.r = r
+	for _, js := range t.streams {
+		if err := opts.applyAccepted(js.conn.netConn()); err != nil {
+			refuse(t.ctrl, statusPolicyViolation, err.Error())
+			return
+		}
+		r.streams = append(r.streams, &stream{id: js.hello.ID, sending: js.hello.Direction == streamDown, conn: js.conn})
+	}
+	sortStreams(r.streams)
+	if err := sendJSON(t.ctrl, startMsg{Type: msgStart}); err != nil {
+		t.ctrl.Abort()
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	// On shutdown, tell the client and drop the streams, so no test keeps
+	// the server waiting.
+	onShutdown := context.AfterFunc(s.ctx, func() {
+		sendJSON(t.ctrl, refuseMsg{Type: msgError, Error: "server shutting down"})
+		for _, st := range r.streams {
+			st.conn.Abort()
+		}
+	})
+	defer onShutdown()
+	clientResults := make(chan *resultsMsg, 1)
+	ctrlErr := make(chan error, 1)
+	go t.readControl(r, cancel, clientResults, ctrlErr, hardStop)
+
+	runErr := r.run(ctx)
+	var theirs *resultsMsg
+	if runErr == nil {
+		select {
+		case theirs = <-clientResults:
+		case runErr = <-ctrlErr:
+		case <-time.After(s.idle):
+			runErr = errors.New("client sent no results")
+		}
+	}
+	view := t.view(theirs)
+	s.logTest(view, runErr)
+	if runErr != nil {
+		if s.ctx.Err() != nil {
+			refuse(t.ctrl, statusGoingAway, "server shutting down")
+		} else {
+			refuse(t.ctrl, statusInternalError, "test failed: "+runErr.Error())
+		}
+		return
+	}
+	mine := &resultsMsg{Type: msgResults, Streams: r.results(), CPU: r.cpu, Congestion: r.congestion}
+	switch req.ServerOutput {
+	case "json":
+		mine.ServerJSON, _ = json.Marshal(view.document())
+	case "text":
+		mine.ServerText = view.text()
+	}
+	if err := sendJSON(t.ctrl, mine); err != nil {
+		t.ctrl.Abort()
+		return
+	}
+	// The client closes the control connection once it has our results.
+	t.ctrl.SetReadDeadline(time.Now().Add(s.idle))
+	t.ctrl.Close(statusNormal, "done")
+}
+
+// readControl follows the control connection during a test: a stop
+// request ends our senders early, the client's results end the test, and
+// a vanished client cancels it.
+func (t *serverTest) readControl(r *testRun, cancel context.CancelFunc, results chan<- *resultsMsg, failed chan<- error, hardStop time.Duration) {
+	t.ctrl.SetReadDeadline(time.Now().Add(hardStop + t.srv.idle))
+	for {
+		_, msg, err := t.ctrl.ReadMessage(nil)
+		if err != nil {
+			cancel()
+			r.stop()
+			failed <- fmt.Errorf("control connection: %w", err)
+			return
+		}
+		kind, err := messageType(msg)
+		if err != nil {
+			continue
+		}
+		switch kind {
+		case msgStop:
+			r.stop()
+		case msgResults:
+			var res resultsMsg
+			if json.Unmarshal(msg, &res) == nil {
+				results <- &res
+			}
+			return
+		case msgError:
+			cancel()
+			r.stop()
+			failed <- errors.New("client reported an error")
+			return
+		}
+	}
+}
+
+// logRefusal notes a refused test in the server's log.
+func (s *server) logRefusal(peer string, err error) {
+	if s.cfg.json {
+		b, _ := json.Marshal(map[string]string{"event": "refused", "peer": peer, "error": err.Error()})
+		s.out.println(string(b))
+		return
+	}
+	s.out.printf("%s refused %s: %v", time.Now().UTC().Format(time.RFC3339), peer, err)
+}
+
+// openOutput is standard output, or --logfile.
+func openOutput(cfg *config, stdout io.Writer) (*lineWriter, error) {
+	if cfg.logfile == "" {
+		return &lineWriter{w: stdout, title: cfg.title}, nil
+	}
+	f, err := os.OpenFile(cfg.logfile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open log file: %w", err)
+	}
+	return &lineWriter{w: f, closer: f, title: cfg.title}, nil
+}
 
 // serveEcho returns every text and binary message unchanged, as one frame,
 // until the peer closes or stays silent for idle. The latency test uses it
@@ -43,8 +525,4 @@ func echoHandler(maxMessage int64, idle time.Duration) http.Handler {
 		}
 		serveEcho(c, idle)
 	})
-}
-
-func runServer(ctx context.Context, cfg *config, w io.Writer) error {
-	return errors.New("server: not built yet")
 }

@@ -523,10 +523,11 @@ func (c *wsConn) startData(h frameHeader) error {
 	if h.op != opContinuation {
 		c.msgOp, c.msgLen, c.text = h.op, 0, utf8Validator{}
 	}
-	c.msgLen += h.length
-	if c.msgLen > c.maxMessage {
+	// Compared before adding: a 63-bit frame length would overflow msgLen.
+	if h.length > c.maxMessage-c.msgLen {
 		return fmt.Errorf("%w: over %d bytes", errMessageTooBig, c.maxMessage)
 	}
+	c.msgLen += h.length
 	c.inMsg = !h.fin
 	c.cur, c.left, c.curKey = h, h.length, h.key
 	return c.endOfFrameCheck()
@@ -650,7 +651,9 @@ func (c *wsConn) ReadMessage(buf []byte) (opcode, []byte, error) {
 		op = mop
 		need := len(buf) + int(length)
 		if cap(buf) < need {
-			grown := make([]byte, len(buf), need)
+			// Grow geometrically (within the limit): many small
+			// fragments must not cost a copy of the message each.
+			grown := make([]byte, len(buf), min(max(need, 2*cap(buf)), int(c.maxMessage)))
 			copy(grown, buf)
 			buf = grown
 		}
@@ -899,7 +902,11 @@ func (b *frameBatch) add(op opcode, prefix, filler []byte) {
 	c := b.c
 	var key uint32
 	if c.isClient {
+		// The key store is shared with frames written under writeMu,
+		// such as the pongs a concurrent reader sends.
+		c.writeMu.Lock()
 		key = c.nextKey()
+		c.writeMu.Unlock()
 	}
 	h := b.scratch[b.used:]
 	n := putFrameHeader(h, true, op, len(prefix)+len(filler), c.isClient, key)
@@ -964,7 +971,10 @@ func (c *wsConn) Close(code statusCode, reason string) error {
 		c.closeSent = true
 		var p [maxControlPayload]byte
 		binary.BigEndian.PutUint16(p[:], uint16(code))
-		n := 2 + copy(p[2:], reason[:min(len(reason), maxControlPayload-2)])
+		n := 2 + copy(p[2:], reason)
+		for n > 2 && n-2 < len(reason) && reason[n-2]&0xc0 == 0x80 {
+			n-- // cut before the code point that did not fit whole
+		}
 		c.nc.SetWriteDeadline(time.Now().Add(closeWait))
 		err = c.writeLocked(opClose, true, p[:n])
 	}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# bench.sh: wperf against iperf3 on loopback, interleaved in one run.
+#
+#   ./bench.sh                 # 5 s per run, 3 runs per mode and tool
+#   BENCH_TIME=10 BENCH_RUNS=5 ./bench.sh
+#
+# For each mode it prints both tools' median receiver rate, the ratio
+# wperf/iperf3, and each tool's CPU seconds (client + server) per GB
+# moved. Run it by hand on a quiet machine; CI does not run it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BENCH_TIME=${BENCH_TIME:-5}
+BENCH_RUNS=${BENCH_RUNS:-3}
+IPERF_PORT=${IPERF_PORT:-5299}
+WPERF_PORT=${WPERF_PORT:-8799}
+
+command -v iperf3 >/dev/null || { echo "bench.sh: needs iperf3 (apt-get install -y iperf3)" >&2; exit 1; }
+bin=$(mktemp -d)/wperf
+CGO_ENABLED=0 go build -o "$bin" .
+
+exec python3 - "$bin" "$BENCH_TIME" "$BENCH_RUNS" "$IPERF_PORT" "$WPERF_PORT" <<'PY'
+import json, os, statistics, subprocess, sys, time
+
+wperf, secs, runs, iport, wport = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+tick = os.sysconf("SC_CLK_TCK")
+
+def cpu_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick
+
+def start(cmd):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return p
+
+servers = {
+    "iperf3": start(["iperf3", "-s", "-p", iport]),
+    "wperf": start([wperf, "-s", "-p", wport]),
+}
+clients = {
+    "iperf3": lambda extra: ["iperf3", "-c", "127.0.0.1", "-p", iport, "-t", secs, "-J"] + extra,
+    "wperf": lambda extra: [wperf, "-c", "127.0.0.1", "-p", wport, "-t", secs, "-J"] + extra,
+}
+modes = [
+    ("upload", []), ("reverse -R", ["-R"]), ("bidir", ["--bidir"]), ("parallel -P 4", ["-P", "4"]),
+    ("upload -l 1M", ["-l", "1M"]), ("reverse -R -l 1M", ["-R", "-l", "1M"]),
+]
+
+def one(tool, extra):
+    srv = servers[tool]
+    before = cpu_of(srv.pid)
+    p = subprocess.Popen(clients[tool](extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate()
+    time.sleep(0.3)  # let the server finish its accounting
+    server_cpu = cpu_of(srv.pid) - before
+    doc = json.loads(out)
+    if doc.get("error"):
+        raise SystemExit(f"{tool} {extra}: {doc['error']}")
+    end = doc["end"]
+    fwd = end["sum_received"]["bits_per_second"]
+    rev = end.get("sum_received_bidir_reverse", {}).get("bits_per_second", 0)
+    moved = end["sum_received"]["bytes"] + end.get("sum_received_bidir_reverse", {}).get("bytes", 0)
+    return fwd, rev, moved, server_cpu
+
+def client_cpu_run(tool, extra):
+    # The client is our child: os.times() counts its CPU once it is reaped.
+    r0 = os.times()
+    res = one(tool, extra)
+    r1 = os.times()
+    client_cpu = (r1.children_user - r0.children_user) + (r1.children_system - r0.children_system)
+    return res + (client_cpu,)
+
+print(f"wperf vs iperf3 on loopback: {secs} s per run, {runs} runs per mode and tool, interleaved")
+print(f"{'mode':<18} {'iperf3 Gbit/s':>14} {'wperf Gbit/s':>13} {'ratio':>6}   {'CPU s/GB iperf3':>15} {'wperf':>6}")
+try:
+    for name, extra in modes:
+        got = {"iperf3": [], "wperf": []}
+        for _ in range(runs):
+            for tool in ("iperf3", "wperf"):
+                got[tool].append(client_cpu_run(tool, extra))
+        med = {}
+        for tool, rs in got.items():
+            total = statistics.median(f + r for f, r, _, _, _ in rs)
+            cpu = statistics.median((s + c) / (m / 1e9) for _, _, m, s, c in rs)
+            weak = statistics.median(min(f, r) / max(f, r) if r else 1 for f, r, _, _, _ in rs)
+            med[tool] = (total, cpu, weak)
+        ratio = med["wperf"][0] / med["iperf3"][0]
+        line = f"{name:<18} {med['iperf3'][0]/1e9:>14.2f} {med['wperf'][0]/1e9:>13.2f} {ratio:>6.2f}   {med['iperf3'][1]:>15.3f} {med['wperf'][1]:>6.3f}"
+        if name == "bidir":
+            line += f"   weaker/stronger: iperf3 {med['iperf3'][2]:.2f} wperf {med['wperf'][2]:.2f}"
+        print(line, flush=True)
+finally:
+    for s in servers.values():
+        s.terminate()
+PY

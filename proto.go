@@ -1,0 +1,230 @@
+package main
+
+// proto.go defines the wperf.v1 wire protocol: the JSON messages that
+// client and server exchange, and their validation. README's "Protocol"
+// section describes the same thing for people writing their own clients.
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// subprotocolV1 is the Sec-WebSocket-Protocol name of this protocol. A
+// change that old peers cannot follow gets a new name, so both ends can
+// offer several and agree on one during the handshake.
+const subprotocolV1 = "wperf.v1"
+
+// Message types. Every control message is one JSON text message with a
+// "type" field.
+const (
+	msgTest     = "test"    // client → server, control: the whole test request
+	msgAccept   = "accept"  // server → client, control: request accepted
+	msgRefuse   = "refuse"  // server → client, control: request refused, why
+	msgStream   = "stream"  // client → server, first message of each stream
+	msgStart    = "start"   // server → client, control: all streams are in, go
+	msgStop     = "stop"    // client → server, control: end the test early
+	msgResults  = "results" // both ways, control: one side's measurements
+	msgError    = "error"   // both ways, control: the test failed, why
+	msgTraceHop = "hop"     // server → client: one reverse traceroute hop
+	msgTraceEnd = "trace_end"
+)
+
+// Test directions, from the client's point of view.
+const (
+	dirUpload   = "upload"   // client sends (iperf3's default)
+	dirDownload = "download" // server sends (-R)
+	dirBidir    = "bidir"    // both at once (--bidir)
+)
+
+// Stream directions, also from the client's point of view.
+const (
+	streamUp   = "up"
+	streamDown = "down"
+)
+
+// testRequest is the one message that describes a whole test.
+type testRequest struct {
+	Type       string  `json:"type"`
+	Version    int     `json:"version"`
+	Cookie     string  `json:"cookie"`
+	Direction  string  `json:"direction"`
+	Protocol   string  `json:"protocol"`
+	Time       float64 `json:"time"`   // seconds of measurement, after omit
+	Bytes      int64   `json:"bytes"`  // per direction, instead of time
+	Blocks     int64   `json:"blocks"` // per direction, instead of time or bytes
+	Length     int     `json:"length"` // message payload size
+	Parallel   int     `json:"parallel"`
+	Omit       float64 `json:"omit"`
+	Interval   float64 `json:"interval"`
+	Window     int     `json:"window,omitempty"`
+	NoDelay    bool    `json:"no_delay,omitempty"`
+	Congestion string  `json:"congestion,omitempty"`
+	MSS        int     `json:"mss,omitempty"`
+	// ServerOutput asks for the server's own report: "text" or "json".
+	ServerOutput string `json:"server_output,omitempty"`
+	ReverseTrace bool   `json:"reverse_traceroute,omitempty"`
+	Client       string `json:"client,omitempty"` // software and version, for logs
+}
+
+// maxLength is the largest message a test may ask for.
+const maxLength = 16 << 20
+
+// check validates a request against the protocol's own bounds (the
+// server's configured caps come on top).
+func (r *testRequest) check() error {
+	switch {
+	case r.Version != 1:
+		return fmt.Errorf("protocol version %d is not supported (this server speaks 1)", r.Version)
+	case len(r.Cookie) < 16 || len(r.Cookie) > 64:
+		return errors.New("cookie must be 16 to 64 characters")
+	case r.Direction != dirUpload && r.Direction != dirDownload && r.Direction != dirBidir:
+		return fmt.Errorf("unknown direction %q", r.Direction)
+	case r.Protocol != "tcp":
+		return fmt.Errorf("protocol %q is not supported", r.Protocol)
+	case r.Length < 1 || r.Length > maxLength:
+		return fmt.Errorf("length %d out of range 1..%d", r.Length, maxLength)
+	case r.Parallel < 1 || r.Parallel > 128:
+		return fmt.Errorf("parallel %d out of range 1..128", r.Parallel)
+	case r.Bytes < 0 || r.Blocks < 0 || r.Omit < 0 || r.Interval < 0:
+		return errors.New("negative bytes, blocks, omit or interval")
+	case r.Bytes == 0 && r.Blocks == 0 && !(r.Time > 0):
+		return errors.New("a test needs a time, bytes or blocks")
+	case r.Time > 1e9 || r.Omit > 1e9:
+		return errors.New("time out of range")
+	case r.ServerOutput != "" && r.ServerOutput != "text" && r.ServerOutput != "json":
+		return fmt.Errorf("unknown server_output %q", r.ServerOutput)
+	}
+	return nil
+}
+
+// byteTarget is how many bytes each direction sends, or 0 for a timed test.
+func (r *testRequest) byteTarget() int64 {
+	if r.Blocks > 0 {
+		return r.Blocks * int64(r.Length)
+	}
+	return r.Bytes
+}
+
+// streamCount is how many stream connections the test uses: one per
+// parallel stream and direction.
+func (r *testRequest) streamCount() int {
+	if r.Direction == dirBidir {
+		return 2 * r.Parallel
+	}
+	return r.Parallel
+}
+
+// acceptMsg answers an accepted request.
+type acceptMsg struct {
+	Type    string `json:"type"`
+	Version int    `json:"version"`
+	Server  string `json:"server"` // software and version
+	Cookie  string `json:"cookie"`
+}
+
+// refuseMsg answers a refused request or reports a failed test; the
+// server closes the control connection after it.
+type refuseMsg struct {
+	Type  string `json:"type"`
+	Error string `json:"error"`
+}
+
+// streamHello is the first message on each stream connection: it ties
+// the connection to its test. ID is the client's label for the stream.
+type streamHello struct {
+	Type      string `json:"type"`
+	Cookie    string `json:"cookie"`
+	ID        int    `json:"id"`
+	Direction string `json:"direction"`
+}
+
+// startMsg tells the client that every stream is connected and the
+// server's clock is running.
+type startMsg struct {
+	Type string `json:"type"`
+}
+
+// resultsMsg carries one side's measurements at the end of a test. The
+// client sends its own first; the server answers with its own.
+type resultsMsg struct {
+	Type       string         `json:"type"`
+	Streams    []streamResult `json:"streams"`
+	CPU        cpuPercent     `json:"cpu"`
+	Congestion string         `json:"congestion,omitempty"`
+	// The server's report of the test, when the client asked for it.
+	ServerText string          `json:"server_output_text,omitempty"`
+	ServerJSON json.RawMessage `json:"server_output_json,omitempty"`
+}
+
+// streamResult is one stream as one side measured it.
+type streamResult struct {
+	ID        int        `json:"id"`
+	Sender    bool       `json:"sender"` // this side sent on it
+	Bytes     int64      `json:"bytes"`  // after the omitted period
+	Seconds   float64    `json:"seconds"`
+	End       float64    `json:"end"`
+	TCP       *tcpTotals `json:"tcp,omitempty"` // sender side, where TCP_INFO exists
+	Intervals []interval `json:"intervals"`
+}
+
+// interval is one stream's traffic over one reporting period.
+type interval struct {
+	Start   float64      `json:"start"`
+	End     float64      `json:"end"`
+	Bytes   int64        `json:"bytes"`
+	Omitted bool         `json:"omitted,omitempty"`
+	TCP     *tcpSnapshot `json:"tcp,omitempty"`
+}
+
+// tcpSnapshot is what TCP_INFO says at the end of an interval. Times are
+// in microseconds, as iperf3 reports them.
+type tcpSnapshot struct {
+	Retransmits int64 `json:"retransmits"` // during the interval
+	SndCwnd     int64 `json:"snd_cwnd"`    // bytes
+	SndWnd      int64 `json:"snd_wnd"`
+	RTT         int64 `json:"rtt"`
+	RTTVar      int64 `json:"rttvar"`
+	PMTU        int64 `json:"pmtu"`
+}
+
+// tcpTotals sums TCP_INFO over the measured period.
+type tcpTotals struct {
+	Retransmits int64 `json:"retransmits"`
+	MaxSndCwnd  int64 `json:"max_snd_cwnd"`
+	MaxSndWnd   int64 `json:"max_snd_wnd"`
+	MaxRTT      int64 `json:"max_rtt"`
+	MinRTT      int64 `json:"min_rtt"`
+	MeanRTT     int64 `json:"mean_rtt"`
+}
+
+// cpuPercent is a process's CPU use over a test, as a share of wall time.
+type cpuPercent struct {
+	Total  float64 `json:"total"`
+	User   float64 `json:"user"`
+	System float64 `json:"system"`
+}
+
+// newCookie returns a random session cookie: 32 characters of base32.
+func newCookie() string {
+	var raw [20]byte
+	rand.Read(raw[:])
+	return strings.ToLower(base32.StdEncoding.EncodeToString(raw[:]))
+}
+
+// messageType reads only the "type" field of a control message.
+func messageType(b []byte) (string, error) {
+	var m struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return "", fmt.Errorf("bad control message: %w", err)
+	}
+	if m.Type == "" {
+		return "", errors.New("control message without a type")
+	}
+	return m.Type, nil
+}

@@ -1,0 +1,544 @@
+package main
+
+// stream.go is the engine both ends share: it moves a test's bytes over
+// its stream connections, counts them, and cuts the counts into
+// intervals. The client and the server only differ in how they set a test
+// up and how they report it.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// sockOpts are the TCP options a client asks for on every stream; the
+// server applies the same ones to its end, as iperf3 does.
+type sockOpts struct {
+	window     int
+	mss        int
+	congestion string
+	noDelay    bool
+}
+
+// applyPortable sets what every OS supports after the connection exists.
+// Go turns Nagle's algorithm off by default; wperf leaves it on for
+// streams unless -N asks otherwise, like iperf3.
+func (o sockOpts) applyPortable(nc net.Conn) error {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	if err := tc.SetNoDelay(o.noDelay); err != nil {
+		return err
+	}
+	if o.window > 0 {
+		if err := tc.SetReadBuffer(o.window); err != nil {
+			return err
+		}
+		return tc.SetWriteBuffer(o.window)
+	}
+	return nil
+}
+
+// tcpRaw is one TCP_INFO sample; times in microseconds.
+type tcpRaw struct {
+	totalRetrans int64
+	sndCwnd      int64
+	sndWnd       int64
+	rtt          int64
+	rttVar       int64
+	pmtu         int64
+}
+
+// The payload pool: random, incompressible bytes that senders take their
+// frames from at rotating offsets, so no compressing middlebox flatters
+// the result and no sender spends time making new random data.
+var payloadPool struct {
+	sync.Mutex
+	buf []byte
+}
+
+// poolFor returns the shared pool, grown to hold at least one message of
+// length bytes with room to rotate.
+func poolFor(length int) []byte {
+	payloadPool.Lock()
+	defer payloadPool.Unlock()
+	want := max(4<<20, length+1<<20)
+	if len(payloadPool.buf) < want {
+		var seed [32]byte
+		for i := range seed {
+			seed[i] = byte(rand.Uint32())
+		}
+		buf := make([]byte, want)
+		rand.NewChaCha8(seed).Read(buf)
+		payloadPool.buf = buf
+	}
+	return payloadPool.buf
+}
+
+// poolReader hands out pool slices at rotating offsets.
+type poolReader struct {
+	pool []byte
+	off  int
+}
+
+func newPoolReader(length int) *poolReader {
+	p := poolFor(length)
+	return &poolReader{pool: p, off: rand.IntN(len(p) - length)}
+}
+
+// next returns n bytes of the pool. The stride is odd and not a multiple
+// of any page size, so consecutive frames never repeat a pattern.
+func (p *poolReader) next(n int) []byte {
+	if p.off+n > len(p.pool) {
+		p.off = (p.off + n) % (len(p.pool) - n)
+	}
+	b := p.pool[p.off : p.off+n]
+	p.off += n + 4093
+	return b
+}
+
+// stream is one connection's share of a test, as seen from this end.
+type stream struct {
+	id      int
+	sending bool // this end sends on it
+	conn    *wsConn
+
+	moved atomic.Int64 // payload bytes handed to the kernel, or received
+	endAt atomic.Int64 // nanoseconds from the run's start until it finished; 0 while running
+	err   error        // why it failed, if it did
+	// finalTCP is TCP_INFO as the sender finished, before closing.
+	finalTCP atomic.Pointer[tcpRaw]
+
+	// Owned by the run's clock goroutine.
+	lastMoved int64         // moved at the previous mark
+	lastAt    time.Duration // when the previous mark was taken
+	baseline  int64         // moved when the omitted period ended
+	tcpBase   int64         // retransmits when the omitted period ended
+	lastRetr  int64
+	intervals []interval
+	totals    tcpTotals
+	rttSum    int64
+	rttCount  int64
+	hasTCP    bool
+}
+
+// testRun is one end's part of a test: its streams, clock and limits.
+type testRun struct {
+	length   int
+	interval time.Duration // 0: no periodic reports
+	omit     time.Duration
+	duration time.Duration // measured time for a timed test; 0 otherwise
+	target   int64         // bytes per direction for a sized test; 0 otherwise
+	idle     time.Duration // longest wait on any read or write
+	hardStop time.Duration // the run ends here whatever happens
+	streams  []*stream
+	// onMark, when set, runs on the clock goroutine each time an interval
+	// closes on every stream; the streams' latest intervals are the new ones.
+	onMark func(final bool)
+
+	start    time.Time
+	budget   atomic.Int64 // bytes the senders of this end may still send
+	stopping chan struct{}
+	stopOnce sync.Once
+	cpuUser  time.Duration
+	cpuSys   time.Duration
+	cpu      cpuPercent
+	// congestion is the algorithm of a sending stream (any stream if this
+	// end only receives), read while the sockets are open.
+	congestion string
+}
+
+// newTestRun builds a run from a request; the caller adds streams.
+func newTestRun(req *testRequest, idle, hardStop time.Duration) *testRun {
+	r := &testRun{
+		length:   req.Length,
+		interval: seconds2dur(req.Interval),
+		omit:     seconds2dur(req.Omit),
+		target:   req.byteTarget(),
+		idle:     idle,
+		hardStop: hardStop,
+		stopping: make(chan struct{}),
+	}
+	if r.target == 0 {
+		r.duration = seconds2dur(req.Time)
+	}
+	return r
+}
+
+func seconds2dur(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// stop tells this end's senders to finish after their current write.
+func (r *testRun) stop() { r.stopOnce.Do(func() { close(r.stopping) }) }
+
+func (r *testRun) stopped() bool {
+	select {
+	case <-r.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// run moves the bytes until every stream has ended, then takes the last
+// marks. Streams end when their sender is done: this end's senders stop
+// at the time or byte limit, on stop(), or when ctx ends; its receivers
+// run until the peer closes. The first stream failure is returned; the
+// measurements are valid either way.
+func (r *testRun) run(ctx context.Context) error {
+	r.start = time.Now()
+	r.cpuUser, r.cpuSys = processCPU()
+	for i, s := range r.streams {
+		if s.sending || i == len(r.streams)-1 {
+			r.congestion = congestionOf(s.conn.netConn())
+			break
+		}
+	}
+	if r.target > 0 && r.omit == 0 {
+		r.budget.Store(r.target)
+	} else {
+		r.budget.Store(math.MaxInt64)
+	}
+	if r.duration > 0 {
+		t := time.AfterFunc(r.omit+r.duration, r.stop)
+		defer t.Stop()
+	}
+	hard := time.AfterFunc(r.hardStop, func() {
+		r.stop()
+		for _, s := range r.streams {
+			s.conn.Abort()
+		}
+	})
+	defer hard.Stop()
+	stopOnCancel := context.AfterFunc(ctx, r.stop)
+	defer stopOnCancel()
+
+	allDone := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range r.streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if s.sending {
+				s.err = r.send(s)
+			} else {
+				s.err = r.receive(s)
+			}
+			s.endAt.CompareAndSwap(0, int64(time.Since(r.start)))
+		}()
+	}
+	clockDone := make(chan struct{})
+	go func() {
+		defer close(clockDone)
+		r.clock(allDone)
+	}()
+	wg.Wait()
+	close(allDone)
+	<-clockDone
+	r.cpu = r.cpuSince()
+	for _, s := range r.streams {
+		if s.err != nil {
+			return s.err
+		}
+	}
+	return nil
+}
+
+// reserve takes up to want bytes from the send budget.
+func (r *testRun) reserve(want int64) int64 {
+	for {
+		b := r.budget.Load()
+		if b <= 0 {
+			return 0
+		}
+		n := min(want, b)
+		if r.budget.CompareAndSwap(b, b-n) {
+			return n
+		}
+	}
+}
+
+// Batching: a sender hands the kernel up to batchBytes per system call,
+// fewer when writes start to block, so the end of a timed test on a slow
+// link is not late by a whole batch.
+const (
+	batchBytes    = 1 << 20
+	batchMaxFlush = 10 * time.Millisecond
+	batchMinFlush = time.Millisecond
+)
+
+// send is a sending stream's loop.
+func (r *testRun) send(s *stream) error {
+	maxFrames := max(1, min(64, batchBytes/r.length))
+	batch := s.conn.newBatch(maxFrames, 0)
+	src := newPoolReader(r.length)
+	frames := 1
+	for !r.stopped() {
+		n := r.reserve(int64(frames) * int64(r.length))
+		if n == 0 {
+			break
+		}
+		for left := n; left > 0; {
+			m := min(left, int64(r.length))
+			batch.add(opBinary, nil, src.next(int(m)))
+			left -= m
+		}
+		t0 := time.Now()
+		s.conn.SetWriteDeadline(t0.Add(r.idle))
+		if err := batch.flush(); err != nil {
+			return err
+		}
+		s.moved.Add(n)
+		switch took := time.Since(t0); {
+		case took < batchMinFlush && frames < maxFrames:
+			frames *= 2
+		case took > batchMaxFlush && frames > 1:
+			frames /= 2
+		}
+		frames = min(frames, maxFrames)
+	}
+	s.endAt.CompareAndSwap(0, int64(time.Since(r.start)))
+	// The socket's counters may reset once the connection closes, so
+	// the last interval uses a sample taken while it is still open.
+	if raw, ok := readTCPInfo(s.conn.netConn()); ok {
+		s.finalTCP.Store(&raw)
+	}
+	return s.conn.Close(statusNormal, "done")
+}
+
+// receive is a receiving stream's loop: it counts payload and throws it
+// away, until the peer's normal close.
+func (r *testRun) receive(s *stream) error {
+	var deadline time.Time
+	refresh := func() {
+		if now := time.Now(); now.Add(r.idle).Sub(deadline) > time.Second {
+			deadline = now.Add(r.idle)
+			s.conn.SetReadDeadline(deadline)
+		}
+	}
+	for {
+		refresh()
+		if _, _, _, err := s.conn.NextFrame(); err != nil {
+			return endOfStream(err)
+		}
+		for {
+			refresh()
+			n, err := s.conn.Discard()
+			s.moved.Add(int64(n))
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return endOfStream(err)
+			}
+		}
+	}
+}
+
+// endOfStream tells a sender's normal close from a failure.
+func endOfStream(err error) error {
+	var ce *closeError
+	if errors.As(err, &ce) && !ce.Local && ce.Code == statusNormal {
+		return nil
+	}
+	return err
+}
+
+// clock closes intervals on schedule until allDone, then takes the final
+// mark. A timed test's last scheduled mark waits briefly for the streams
+// to finish, so their last bytes land in it rather than in a sliver of
+// an interval of their own.
+func (r *testRun) clock(allDone <-chan struct{}) {
+	var last time.Duration
+	for {
+		next, isEnd := r.nextMark(last)
+		if next < 0 {
+			<-allDone
+			r.mark(time.Since(r.start), true)
+			return
+		}
+		timer := time.NewTimer(next - time.Since(r.start))
+		select {
+		case <-allDone:
+			timer.Stop()
+			r.mark(time.Since(r.start), true)
+			return
+		case <-timer.C:
+		}
+		if isEnd {
+			grace := time.NewTimer(max(r.interval/10, 50*time.Millisecond))
+			select {
+			case <-allDone:
+				grace.Stop()
+				r.mark(time.Since(r.start), true)
+				return
+			case <-grace.C:
+			}
+		}
+		r.mark(next, false)
+		last = next
+	}
+}
+
+// nextMark returns when the interval after last closes, counted from the
+// start, and whether that is the scheduled end of a timed test; -1 when
+// only the final mark is left.
+func (r *testRun) nextMark(last time.Duration) (time.Duration, bool) {
+	end := time.Duration(-1)
+	if r.duration > 0 {
+		end = r.omit + r.duration
+	}
+	var next time.Duration
+	switch {
+	case last < r.omit && r.interval > 0:
+		next = min(last+r.interval, r.omit)
+	case last < r.omit:
+		next = r.omit
+	case r.interval > 0:
+		k := (last-r.omit)/r.interval + 1
+		next = r.omit + k*r.interval
+	default:
+		next = end
+	}
+	if end >= 0 && (next < 0 || next >= end) {
+		return end, last < end
+	}
+	if next <= last {
+		return -1, false
+	}
+	return next, false
+}
+
+// mark closes the current interval of every stream at offset at (from
+// the start). Intervals in the omitted period count from the start and are
+// flagged; later ones count from the end of the omitted period, as iperf3
+// shows them.
+func (r *testRun) mark(at time.Duration, final bool) {
+	omitted := r.omit > 0 && at <= r.omit
+	for _, s := range r.streams {
+		r.markStream(s, at, final, omitted)
+	}
+	if omitted && at == r.omit {
+		r.omitEnded()
+	}
+	if r.onMark != nil {
+		r.onMark(final)
+	}
+}
+
+// omitEnded restarts the counts: what came before is not measured.
+func (r *testRun) omitEnded() {
+	for _, s := range r.streams {
+		s.baseline = s.lastMoved
+		s.tcpBase = s.lastRetr
+	}
+	if r.target > 0 {
+		r.budget.Store(r.target)
+	}
+}
+
+func (r *testRun) markStream(s *stream, at time.Duration, final, omitted bool) {
+	moved := s.moved.Load()
+	start, end := s.lastAt, at
+	if e := time.Duration(s.endAt.Load()); final && e > 0 && e < at {
+		end = max(e, start)
+	}
+	base := r.omit
+	if omitted {
+		base = 0
+	}
+	iv := interval{
+		Start:   (start - base).Seconds(),
+		End:     (end - base).Seconds(),
+		Bytes:   moved - s.lastMoved,
+		Omitted: omitted,
+	}
+	if s.sending {
+		iv.TCP = s.sampleTCP(omitted)
+	}
+	s.lastMoved = moved
+	s.lastAt = end
+	s.intervals = append(s.intervals, iv)
+}
+
+// sampleTCP reads TCP_INFO for an interval's end; nil where unavailable.
+func (s *stream) sampleTCP(omitted bool) *tcpSnapshot {
+	raw, ok := readTCPInfo(s.conn.netConn())
+	if final := s.finalTCP.Load(); final != nil {
+		raw, ok = *final, true
+	}
+	if !ok {
+		return nil
+	}
+	if !s.hasTCP {
+		s.lastRetr, s.tcpBase, s.hasTCP = raw.totalRetrans, raw.totalRetrans, true
+	}
+	snap := &tcpSnapshot{
+		Retransmits: raw.totalRetrans - s.lastRetr,
+		SndCwnd:     raw.sndCwnd,
+		SndWnd:      raw.sndWnd,
+		RTT:         raw.rtt,
+		RTTVar:      raw.rttVar,
+		PMTU:        raw.pmtu,
+	}
+	s.lastRetr = raw.totalRetrans
+	if !omitted {
+		s.addTCPSample(raw)
+	}
+	return snap
+}
+
+func (s *stream) addTCPSample(raw tcpRaw) {
+	t := &s.totals
+	t.MaxSndCwnd = max(t.MaxSndCwnd, raw.sndCwnd)
+	t.MaxSndWnd = max(t.MaxSndWnd, raw.sndWnd)
+	t.MaxRTT = max(t.MaxRTT, raw.rtt)
+	if s.rttCount == 0 || raw.rtt < t.MinRTT {
+		t.MinRTT = raw.rtt
+	}
+	s.rttSum += raw.rtt
+	s.rttCount++
+	t.MeanRTT = s.rttSum / s.rttCount
+	t.Retransmits = raw.totalRetrans - s.tcpBase
+}
+
+// results summarises every stream over the measured (not omitted) time.
+func (r *testRun) results() []streamResult {
+	out := make([]streamResult, 0, len(r.streams))
+	for _, s := range r.streams {
+		end := time.Duration(s.endAt.Load()) - r.omit
+		res := streamResult{
+			ID:        s.id,
+			Sender:    s.sending,
+			Bytes:     s.moved.Load() - s.baseline,
+			Seconds:   max(end, 0).Seconds(),
+			End:       max(end, 0).Seconds(),
+			Intervals: s.intervals,
+		}
+		if s.hasTCP {
+			t := s.totals
+			res.TCP = &t
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// cpuSince is this process's CPU use since the run started, as a share of
+// the wall time.
+func (r *testRun) cpuSince() cpuPercent {
+	user, sys := processCPU()
+	wall := time.Since(r.start)
+	if wall <= 0 {
+		return cpuPercent{}
+	}
+	pct := func(d time.Duration) float64 { return 100 * float64(d) / float64(wall) }
+	u, s := pct(user-r.cpuUser), pct(sys-r.cpuSys)
+	return cpuPercent{Total: u + s, User: u, System: s}
+}

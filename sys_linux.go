@@ -1,0 +1,197 @@
+package main
+
+// sys_linux.go holds the socket options and kernel counters that only
+// Linux offers through the standard syscall package: TCP_INFO, the
+// congestion algorithm, MSS, and the process's CPU time.
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// TCP_CONGESTION is missing from syscall on some architectures.
+const tcpCongestion = 13
+
+// preConnect applies the options that only work before the handshake:
+// buffer sizes (they fix the window scale), the MSS and the congestion
+// algorithm. It runs as a net.Dialer's Control function.
+func (o sockOpts) preConnect(_, _ string, rc syscall.RawConn) error {
+	var opErr error
+	err := rc.Control(func(fd uintptr) {
+		opErr = o.setFD(int(fd), true)
+	})
+	if err != nil {
+		return err
+	}
+	return opErr
+}
+
+func (o sockOpts) setFD(fd int, beforeConnect bool) error {
+	if o.window > 0 {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, o.window); err != nil {
+			return fmt.Errorf("set send buffer: %w", err)
+		}
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, o.window); err != nil {
+			return fmt.Errorf("set receive buffer: %w", err)
+		}
+	}
+	if o.mss > 0 && beforeConnect {
+		if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, o.mss); err != nil {
+			return fmt.Errorf("set MSS %d: %w", o.mss, err)
+		}
+	}
+	if o.congestion != "" {
+		if err := syscall.SetsockoptString(fd, syscall.IPPROTO_TCP, tcpCongestion, o.congestion); err != nil {
+			return fmt.Errorf("congestion control %q is not available here: %w", o.congestion, err)
+		}
+	}
+	return nil
+}
+
+// applyAccepted applies the client's requested options to a socket the
+// server accepted.
+func (o sockOpts) applyAccepted(nc net.Conn) error {
+	if err := o.applyPortable(nc); err != nil {
+		return err
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var opErr error
+	if err := rc.Control(func(fd uintptr) { opErr = o.setFD(int(fd), false) }); err != nil {
+		return err
+	}
+	return opErr
+}
+
+// getsockopt reads a socket option into b and returns how many bytes the
+// kernel filled.
+func getsockopt(nc net.Conn, level, name int, b []byte) int {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := uint32(len(b))
+	var errno syscall.Errno
+	rc.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, uintptr(level), uintptr(name),
+			uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&n)), 0)
+	})
+	if errno != 0 {
+		return 0
+	}
+	return int(n)
+}
+
+// Offsets into the kernel's struct tcp_info (include/uapi/linux/tcp.h),
+// which only ever grows at its end.
+const (
+	tiSndMSS       = 16
+	tiPMTU         = 60
+	tiRTT          = 68
+	tiRTTVar       = 72
+	tiSndCwnd      = 80
+	tiTotalRetrans = 100
+	tiSndWnd       = 228
+)
+
+// readTCPInfo samples TCP_INFO. Fields the running kernel does not have
+// stay zero.
+func readTCPInfo(nc net.Conn) (tcpRaw, bool) {
+	var b [256]byte
+	n := getsockopt(nc, syscall.IPPROTO_TCP, syscall.TCP_INFO, b[:])
+	if n < tiTotalRetrans+4 {
+		return tcpRaw{}, false
+	}
+	u32 := func(off int) int64 {
+		if off+4 > n {
+			return 0
+		}
+		return int64(binary.NativeEndian.Uint32(b[off:]))
+	}
+	return tcpRaw{
+		totalRetrans: u32(tiTotalRetrans),
+		sndCwnd:      u32(tiSndCwnd) * u32(tiSndMSS),
+		sndWnd:       u32(tiSndWnd),
+		rtt:          u32(tiRTT),
+		rttVar:       u32(tiRTTVar),
+		pmtu:         u32(tiPMTU),
+	}, true
+}
+
+// congestionOf names the socket's congestion control algorithm.
+func congestionOf(nc net.Conn) string {
+	var b [16]byte
+	n := getsockopt(nc, syscall.IPPROTO_TCP, tcpCongestion, b[:])
+	for i := 0; i < n; i++ {
+		if b[i] == 0 {
+			n = i
+		}
+	}
+	return string(b[:n])
+}
+
+// processCPU is the CPU time this process has used so far.
+func processCPU() (user, system time.Duration) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+// tcpInfoAvailable says whether senders can report Retr and Cwnd.
+const tcpInfoAvailable = true
+
+// socketFacts reads iperf3's start.* socket numbers from a stream socket.
+func socketFacts(nc net.Conn) socketInfo {
+	var b [4]byte
+	get := func(level, name int) int {
+		if getsockopt(nc, level, name, b[:]) < 4 {
+			return 0
+		}
+		return int(binary.NativeEndian.Uint32(b[:]))
+	}
+	return socketInfo{
+		mss:    get(syscall.IPPROTO_TCP, syscall.TCP_MAXSEG),
+		sndbuf: get(syscall.SOL_SOCKET, syscall.SO_SNDBUF),
+		rcvbuf: get(syscall.SOL_SOCKET, syscall.SO_RCVBUF),
+	}
+}
+
+// systemInfo is uname's answer, as iperf3 reports it.
+func systemInfo() string {
+	var u syscall.Utsname
+	if syscall.Uname(&u) != nil {
+		return "Linux"
+	}
+	return strings.Join([]string{cString(u.Sysname[:]), cString(u.Nodename[:]), cString(u.Release[:]),
+		cString(u.Version[:]), cString(u.Machine[:])}, " ")
+}
+
+// cString reads a NUL-terminated field; its element type is int8 or uint8
+// depending on the architecture.
+func cString[T int8 | uint8](f []T) string {
+	b := make([]byte, 0, len(f))
+	for _, c := range f {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(b)
+}
