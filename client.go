@@ -297,10 +297,13 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 
 	runErr := r.run(runCtx)
 	if runErr != nil {
+		// When the server ends a test it says why on the control
+		// connection, which can arrive just after its streams drop: a
+		// short wait gets the reason rather than "connection reset".
 		select {
 		case err := <-failed:
 			runErr = err
-		default:
+		case <-time.After(500 * time.Millisecond):
 		}
 		t.rep.end(t.view(nil))
 		return fmt.Errorf("test failed: %w", runErr)

@@ -291,8 +291,8 @@ func (g *geoCache) storeOrigins(all []cymruOrigin, a netip.Addr) {
 	}
 }
 
-// minCachedBits is the shortest prefix the cache accepts: no registry
-// allocates more than a /8 of IPv4 or a /16 of IPv6 in one block.
+// minCachedBits is the shortest prefix the cache accepts: routes wider
+// than an IPv4 /8 or an IPv6 /16 are not announced on the Internet.
 func minCachedBits(a netip.Addr) int {
 	if a.Is4() {
 		return 8

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -409,7 +410,16 @@ func findShort(b byte, tracing bool) *option {
 
 func (c *config) apply(o *option, v string) error {
 	c.set[o.long] = true
-	return o.apply(c, v)
+	err := o.apply(c, v)
+	if err != nil && !strings.Contains(err.Error(), "--"+o.long) {
+		// The shared value parsers do not know which option they serve.
+		name := "--" + o.long
+		if o.short != 0 {
+			name = "-" + string(o.short) + "/" + name
+		}
+		err = fmt.Errorf("%s: %w", name, err)
+	}
+	return err
 }
 
 func (c *config) setMode(m mode) error {
@@ -473,8 +483,8 @@ func (c *config) checkClient() error {
 		return errors.New("-J and --json-stream exclude each other")
 	case c.interval > 0 && c.interval < 0.1:
 		return errors.New("-i must be 0 (off) or at least 0.1")
-	case c.bytes == 0 && c.blocks == 0 && c.omit >= c.duration:
-		return errors.New("-O must be shorter than -t")
+	case c.bind != "" && net.ParseIP(c.bind) == nil:
+		return fmt.Errorf("bad --bind %q: want an IP address", c.bind)
 	}
 	return nil
 }

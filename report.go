@@ -271,7 +271,7 @@ type jsonSum struct {
 }
 
 type jsonEnd struct {
-	Streams                 []jsonEndStream `json:"streams"`
+	Streams                 []jsonEndStream `json:"streams,omitempty"` // absent only in an error document's "end": {}
 	SumSent                 *jsonSum        `json:"sum_sent,omitempty"`
 	SumReceived             *jsonSum        `json:"sum_received,omitempty"`
 	SumSentBidirReverse     *jsonSum        `json:"sum_sent_bidir_reverse,omitempty"`
@@ -321,7 +321,7 @@ func (v *testView) startJSON() jsonStart {
 	}
 	req := v.req
 	d := &jsonStartDetails{
-		Timestamp:     jsonTimestamp{Time: v.started.UTC().Format(time.RFC1123), Timesecs: v.started.Unix()},
+		Timestamp:     jsonTimestamp{Time: v.started.UTC().Format(iperfTimeLayout), Timesecs: v.started.Unix()},
 		Cookie:        req.Cookie,
 		TCPMSSDefault: v.sockInfo.mss,
 		SockBufsize:   req.Window,
@@ -356,6 +356,10 @@ func (v *testView) startJSON() jsonStart {
 	st.jsonStartDetails = d
 	return st
 }
+
+// iperfTimeLayout is start.timestamp.time as iperf3 writes it (RFC 1123
+// in GMT, as HTTP dates are; Go's RFC1123 would say UTC).
+const iperfTimeLayout = "Mon, 02 Jan 2006 15:04:05 GMT"
 
 func b2i(b bool) int {
 	if b {

@@ -45,6 +45,7 @@ type session struct {
 	joined chan joinedStream
 	// streams still expected in each direction; guarded by server.mu
 	pendingUp, pendingDown int
+	released               bool // its slot is free again; guarded by server.mu
 }
 
 // expect reserves a place for a joining stream of direction dir.
@@ -274,10 +275,19 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 // release frees a test's slot; with -1 it also ends the server.
 func (s *server) release(sess *session) {
 	s.mu.Lock()
+	if sess.released {
+		s.mu.Unlock()
+		return
+	}
+	sess.released = true
 	if s.sessions[sess.req.Cookie] == sess {
 		delete(s.sessions, sess.req.Cookie)
 	}
 	s.running--
+	// Streams that joined after the test gave up on them.
+	for len(sess.joined) > 0 {
+		(<-sess.joined).conn.Abort()
+	}
 	s.mu.Unlock()
 	if s.cfg.oneOff {
 		s.oneOnce.Do(func() { close(s.oneOff) })
@@ -289,12 +299,14 @@ func (s *server) join(c *wsConn, hello streamHello) {
 	s.mu.Lock()
 	sess := s.sessions[hello.Cookie]
 	ok := sess != nil && sess.expect(hello.Direction)
+	if ok {
+		// Never blocks: the channel has room for every expected stream.
+		sess.joined <- joinedStream{conn: c, hello: hello}
+	}
 	s.mu.Unlock()
 	if !ok {
 		c.Close(statusPolicyViolation, "no test is waiting for this stream")
-		return
 	}
-	sess.joined <- joinedStream{conn: c, hello: hello}
 }
 
 // control runs one test from the server's side.
@@ -386,8 +398,12 @@ func (t *serverTest) run() {
 	defer cancel()
 	// On shutdown, tell the client and drop the streams, so no test keeps
 	// the server waiting.
+	var byeOnce sync.Once
+	goodbye := func() {
+		byeOnce.Do(func() { sendJSON(t.ctrl, refuseMsg{Type: msgError, Error: "server shutting down"}) })
+	}
 	onShutdown := context.AfterFunc(s.ctx, func() {
-		sendJSON(t.ctrl, refuseMsg{Type: msgError, Error: "server shutting down"})
+		goodbye()
 		for _, st := range r.streams {
 			st.conn.Abort()
 		}
@@ -408,13 +424,26 @@ func (t *serverTest) run() {
 		}
 	}
 	view := t.view(theirs)
+	shuttingDown := s.ctx.Err() != nil
+	if runErr != nil && !shuttingDown {
+		// A client that vanished never answers the close handshake below,
+		// and waiting for it must not keep the next client out; so the
+		// slot is free by the time the failure is logged. (With -1,
+		// releasing shuts the server down: no goodbye on top of ours.)
+		onShutdown()
+		s.release(t.sess)
+	}
 	s.logTest(view, runErr)
 	if runErr != nil {
-		if s.ctx.Err() != nil {
-			refuse(t.ctrl, statusGoingAway, "server shutting down")
-		} else {
-			refuse(t.ctrl, statusInternalError, "test failed: "+runErr.Error())
+		if shuttingDown {
+			// The client has been told (goodbye waits for that); a close
+			// handshake would wait for it while readControl holds the
+			// connection, and hold up the shutdown.
+			goodbye()
+			t.ctrl.Abort()
+			return
 		}
+		refuse(t.ctrl, statusInternalError, "test failed: "+runErr.Error())
 		return
 	}
 	mine := &resultsMsg{Type: msgResults, Streams: r.results(), CPU: r.cpu, Congestion: r.congestion}
@@ -428,6 +457,10 @@ func (t *serverTest) run() {
 		t.ctrl.Abort()
 		return
 	}
+	// The test is over: free its slot before the close handshake, so the
+	// client's next test, which may start the moment ours ends, finds it.
+	onShutdown()
+	s.release(t.sess)
 	// The client closes the control connection once it has our results.
 	t.ctrl.SetReadDeadline(time.Now().Add(s.idle))
 	t.ctrl.Close(statusNormal, "done")

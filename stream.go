@@ -322,20 +322,32 @@ func (r *testRun) receive(s *stream) error {
 			s.conn.SetReadDeadline(deadline)
 		}
 	}
+	// The stream's measured time ends with its last byte, not with the
+	// close handshake after it.
+	var lastByte time.Time
+	ended := func(err error) error {
+		if !lastByte.IsZero() {
+			s.endAt.CompareAndSwap(0, int64(lastByte.Sub(r.start)))
+		}
+		return endOfStream(err)
+	}
 	for {
 		refresh()
 		if _, _, _, err := s.conn.NextFrame(); err != nil {
-			return endOfStream(err)
+			return ended(err)
 		}
 		for {
 			refresh()
 			n, err := s.conn.Discard()
-			s.moved.Add(int64(n))
+			if n > 0 {
+				s.moved.Add(int64(n))
+				lastByte = time.Now()
+			}
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
-				return endOfStream(err)
+				return ended(err)
 			}
 		}
 	}
@@ -388,29 +400,26 @@ func (r *testRun) clock(allDone <-chan struct{}) {
 
 // nextMark returns when the interval after last closes, counted from the
 // start, and whether that is the scheduled end of a timed test; -1 when
-// only the final mark is left.
+// only the final mark (when every stream has ended) is left.
 func (r *testRun) nextMark(last time.Duration) (time.Duration, bool) {
 	end := time.Duration(-1)
 	if r.duration > 0 {
 		end = r.omit + r.duration
+		if last >= end {
+			return -1, false
+		}
 	}
-	var next time.Duration
+	next := end
 	switch {
 	case last < r.omit && r.interval > 0:
 		next = min(last+r.interval, r.omit)
 	case last < r.omit:
 		next = r.omit
 	case r.interval > 0:
-		k := (last-r.omit)/r.interval + 1
-		next = r.omit + k*r.interval
-	default:
-		next = end
+		next = r.omit + ((last-r.omit)/r.interval+1)*r.interval
 	}
 	if end >= 0 && (next < 0 || next >= end) {
-		return end, last < end
-	}
-	if next <= last {
-		return -1, false
+		return end, true
 	}
 	return next, false
 }
@@ -420,6 +429,9 @@ func (r *testRun) nextMark(last time.Duration) (time.Duration, bool) {
 // flagged; later ones count from the end of the omitted period, as iperf3
 // shows them.
 func (r *testRun) mark(at time.Duration, final bool) {
+	if final && r.nothingSinceLastMark() {
+		return
+	}
 	omitted := r.omit > 0 && at <= r.omit
 	for _, s := range r.streams {
 		r.markStream(s, at, final, omitted)
@@ -430,6 +442,19 @@ func (r *testRun) mark(at time.Duration, final bool) {
 	if r.onMark != nil {
 		r.onMark(final)
 	}
+}
+
+// nothingSinceLastMark is true when no stream moved a byte since the last
+// mark, so a final mark would only add an empty sliver of an interval.
+func (r *testRun) nothingSinceLastMark() bool {
+	marked := false
+	for _, s := range r.streams {
+		if s.moved.Load() != s.lastMoved {
+			return false
+		}
+		marked = marked || len(s.intervals) > 0
+	}
+	return marked
 }
 
 // omitEnded restarts the counts: what came before is not measured.

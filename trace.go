@@ -56,6 +56,9 @@ const (
 	// of a trace at the latest this long after it (closing their sockets
 	// usually wakes them at once).
 	readPoll = time.Second
+	// maxSendAttempts bounds the writes of one probe that fail on errors
+	// left by earlier answers (see socketProber.send).
+	maxSendAttempts = 8
 	// maxReadFailures ends a trace whose socket keeps failing, instead of
 	// spinning; single failures are normal (see readPackets).
 	maxReadFailures = 100
@@ -94,27 +97,37 @@ type traceReport struct {
 func traceAndReport(ctx context.Context, cfg *config, w io.Writer) error {
 	opt := traceOptionsFrom(cfg)
 	report := traceReport{Target: cfg.traceHost, Protocol: opt.Proto, Hops: []traceHop{}}
+	var werr error // the first failed write of a text line
+	writeLine := func(line string) {
+		if _, err := fmt.Fprintln(w, line); err != nil && werr == nil {
+			werr = fmt.Errorf("write output: %w", err)
+		}
+	}
 	dst, err := resolveTarget(ctx, cfg.traceHost, cfg.family)
+	var t *tracer
 	if err == nil {
 		report.Address = dst.String()
+		t, err = openTrace(dst, opt)
+	}
+	if err == nil {
 		if !cfg.json {
-			fmt.Fprintf(w, "traceroute to %s (%s), %d hops max, %s probes\n", cfg.traceHost, dst, opt.MaxHops, opt.Proto)
+			writeLine(fmt.Sprintf("traceroute to %s (%s), %d hops max, %s probes", cfg.traceHost, dst, opt.MaxHops, opt.Proto))
 		}
-		err = traceRoute(ctx, dst, opt, func(h traceHop) {
+		err = t.run(ctx, func(h traceHop) {
 			if cfg.json {
 				report.Hops = append(report.Hops, h)
 				return
 			}
-			fmt.Fprintln(w, formatHop(h))
+			writeLine(formatHop(h))
 		})
 	}
-	if cfg.json {
+	switch {
+	case cfg.json:
 		return writeTraceJSON(w, report, err)
-	}
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("traceroute to %s: %w", cfg.traceHost, err)
 	}
-	return nil
+	return werr
 }
 
 // writeTraceJSON writes the -J document; a failed trace is reported inside
@@ -190,6 +203,7 @@ func familyMatches(a netip.Addr, family int) bool {
 
 // traceOptions shapes one trace. The zero value is a default trace: UDP,
 // 30 hops, 1 s per probe, 3 probes per hop, all hops at once, no lookups.
+// MaxHops is capped at 255 and Queries at 10.
 type traceOptions struct {
 	Proto    string        // "udp", "icmp" or "tcp"
 	Port     int           // first UDP port or the TCP port; 0: 33434 or 443
@@ -218,12 +232,14 @@ func (o traceOptions) withDefaults() traceOptions {
 	if o.MaxHops <= 0 {
 		o.MaxHops = 30
 	}
+	o.MaxHops = min(o.MaxHops, 255) // the largest TTL
 	if o.Timeout <= 0 {
 		o.Timeout = time.Second
 	}
 	if o.Queries <= 0 {
 		o.Queries = 3
 	}
+	o.Queries = min(o.Queries, 10) // as on the command line; keeps ICMP sequence numbers unique
 	if o.Parallel <= 0 || o.Parallel > o.MaxHops {
 		o.Parallel = o.MaxHops
 	}
@@ -319,18 +335,41 @@ func formatMillis(ms float64) string {
 // called from one goroutine, and never after traceRoute returns. Nothing is
 // printed, so a server can stream hops to a remote client.
 func traceRoute(ctx context.Context, dst netip.Addr, opt traceOptions, onHop func(traceHop)) error {
+	t, err := openTrace(dst, opt)
+	if err != nil {
+		return err
+	}
+	return t.run(ctx, onHop)
+}
+
+// tracer is a trace whose sockets are open: what can fail for lack of
+// privileges or routes has failed by then, before anything is announced.
+type tracer struct {
+	opt     traceOptions
+	p       prober
+	replies chan reply
+}
+
+// openTrace opens the sockets of a trace to dst; run it once with run.
+func openTrace(dst netip.Addr, opt traceOptions) (*tracer, error) {
 	opt = opt.withDefaults()
 	spec, err := newProbeSpec(dst.Unmap().WithZone(""), opt)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	replies := make(chan reply, spec.count)
+	replies := make(chan reply, 2*spec.count)
 	p, err := openProber(spec, replies)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer p.close()
-	return runTrace(ctx, p, opt, replies, onHop)
+	return &tracer{opt: opt, p: p, replies: replies}, nil
+}
+
+// run probes and reports hops as traceRoute describes, then closes the
+// sockets.
+func (t *tracer) run(ctx context.Context, onHop func(traceHop)) error {
+	defer t.p.close()
+	return runTrace(ctx, t.p, t.opt, t.replies, onHop)
 }
 
 // runTrace drives an open prober to the end of the trace. It is apart from
@@ -502,7 +541,7 @@ func (s *traceState) record(r reply) bool {
 		return false
 	}
 	slot.status, slot.rtt = probeAnswered, max(r.at.Sub(slot.sent), 0)
-	s.settle(h, r.at)
+	s.finishProbe(h, r.at)
 	if !h.from.IsValid() {
 		h.from = r.from
 	}
@@ -516,8 +555,8 @@ func (s *traceState) record(r reply) bool {
 	return true
 }
 
-// settle counts one probe of h as done.
-func (s *traceState) settle(h *hopState, at time.Time) {
+// finishProbe counts one probe of h as done.
+func (s *traceState) finishProbe(h *hopState, at time.Time) {
 	h.open--
 	if h.open == 0 {
 		h.doneAt = at
@@ -531,7 +570,7 @@ func (s *traceState) expire(now time.Time) {
 		for q := range h.probes {
 			if p := &h.probes[q]; p.status == probeWaiting && !now.Before(p.deadline) {
 				p.status = probeLost
-				s.settle(h, now)
+				s.finishProbe(h, now)
 			}
 		}
 	}
@@ -938,15 +977,21 @@ func (s *probeSpec) index(i int) (int, bool) {
 	return i, i >= 0 && i < s.count
 }
 
+// traceroute's marks for ICMP and ICMPv6 destination-unreachable codes:
+// network, host, protocol, fragmentation needed, source route failed,
+// administratively prohibited, host precedence violation, precedence cutoff.
+var (
+	unreachableMarks4 = map[int]string{0: "!N", 1: "!H", 2: "!P", 4: "!F", 5: "!S", 9: "!X", 10: "!X", 13: "!X", 14: "!V", 15: "!C"}
+	unreachableMarks6 = map[int]string{0: "!N", 1: "!X", 3: "!H", 5: "!X", 6: "!X"}
+)
+
 // classifyUnreachable maps a destination-unreachable code to what it means
 // for the trace: "port unreachable" is the destination's answer to a UDP
 // probe; anything else ends the trace with traceroute's mark.
 func classifyUnreachable(v6 bool, code int) (replyKind, string) {
-	marks4 := map[int]string{0: "!N", 1: "!H", 2: "!P", 4: "!F", 5: "!S", 9: "!X", 10: "!X", 13: "!X", 14: "!V", 15: "!C"}
-	marks6 := map[int]string{0: "!N", 1: "!X", 3: "!H", 5: "!X", 6: "!X"}
-	port, marks := 3, marks4
+	port, marks := 3, unreachableMarks4
 	if v6 {
-		port, marks = 4, marks6
+		port, marks = 4, unreachableMarks6
 	}
 	if code == port {
 		return replyReached, ""
@@ -1067,6 +1112,9 @@ type socketProber struct {
 	conn   net.PacketConn
 	setTTL func(int) error
 	build  func(idx int) ([]byte, net.Addr, error)
+	// settle clears a pending socket error by reading the errors behind
+	// it; nil where the failed write itself clears it (see send).
+	settle func()
 
 	out     chan<- reply
 	done    chan struct{}
@@ -1089,15 +1137,19 @@ func (p *socketProber) send(idx, ttl int) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("set ttl %d: %w", ttl, err)
 	}
 	// A socket that was told about an ICMP error (a hard one on a raw
-	// socket, any with IP_RECVERR) fails its next write with that error
-	// once, as a pending socket error. Writing again is then right; a real
-	// local failure fails every time.
+	// socket, any with IP_RECVERR) fails its next write with that error, as
+	// a pending socket error, and sends nothing. The failed write clears
+	// it; with IP_RECVERR it comes back while errors are queued, so settle
+	// reads them first. A real local failure fails every attempt.
 	var sent time.Time
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		sent = time.Now()
 		_, err = p.conn.WriteTo(b, to)
-		if err == nil || attempt == 2 || !pendingSocketError(err) {
+		if err == nil || attempt == maxSendAttempts || !pendingSocketError(err) {
 			break
+		}
+		if p.settle != nil {
+			p.settle()
 		}
 	}
 	if err != nil {
@@ -1124,6 +1176,16 @@ func (p *socketProber) close() {
 		c.Close()
 	}
 	p.wg.Wait()
+}
+
+// offer passes a reply on without waiting, for readers that must not
+// block. The channel has room for two answers to every probe, so it only
+// fills up with duplicates, which the trace ignores anyway.
+func (p *socketProber) offer(r reply) {
+	select {
+	case p.out <- r:
+	default:
+	}
 }
 
 // deliver passes a reply on unless the prober is closing.

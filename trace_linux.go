@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,14 +26,26 @@ import (
 // queuePollGap paces reading when the poller cannot wait on a socket.
 const queuePollGap = 5 * time.Millisecond
 
-var (
-	errTCPNeedsRaw = errors.New("tcp probes need raw sockets: run wperf as root (sudo), " +
-		"or grant it CAP_NET_RAW (sudo setcap cap_net_raw+ep /path/to/wperf); udp and icmp probes work without")
-	errPingDenied = errors.New("icmp probes without raw sockets need an ICMP datagram socket, " +
-		"which net.ipv4.ping_group_range does not allow for this user's groups: " +
-		"widen it (sudo sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"), run wperf as root, " +
-		"grant it CAP_NET_RAW (sudo setcap cap_net_raw+ep /path/to/wperf), or use --tr-proto udp")
-)
+// setcapHint is the command that lets this binary open raw sockets.
+func setcapHint() string {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "wperf"
+	}
+	return "sudo setcap cap_net_raw+ep " + exe
+}
+
+func errTCPNeedsRaw() error {
+	return fmt.Errorf("tcp probes need raw sockets: run wperf as root (sudo) or grant it CAP_NET_RAW (%s); "+
+		"udp and icmp probes work without", setcapHint())
+}
+
+func errPingDenied() error {
+	return fmt.Errorf("icmp probes without raw sockets need an ICMP datagram socket, which "+
+		"net.ipv4.ping_group_range does not allow for this user's groups: widen it "+
+		"(sudo sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"), run wperf as root, "+
+		"grant it CAP_NET_RAW (%s), or use --tr-proto udp", setcapHint())
+}
 
 // openFallbackProber is used when raw sockets are refused: UDP and ICMP
 // probes go on datagram sockets with IP_RECVERR, TCP probes cannot.
@@ -46,7 +59,7 @@ func openFallbackProber(s *probeSpec, out chan<- reply, rawErr error) (prober, e
 	case "icmp":
 		return openQueueProber(s, out, true)
 	}
-	return nil, errTCPNeedsRaw
+	return nil, errTCPNeedsRaw()
 }
 
 // openQueueProber opens a UDP socket, or an ICMP datagram socket when echo
@@ -80,6 +93,7 @@ func openQueueProber(s *probeSpec, out chan<- reply, echo bool) (_ prober, err e
 		return nil, err
 	}
 	q := &queueReader{p: p, spec: s, conn: under, raw: rc, echo: echo}
+	p.settle = q.settle
 	p.wg.Go(q.loop)
 	return p, nil
 }
@@ -93,7 +107,7 @@ func (p *socketProber) usePingSocket(s *probeSpec) (net.PacketConn, error) {
 	}
 	ic, err := icmp.ListenPacket(network, s.src.String())
 	if errors.Is(err, os.ErrPermission) {
-		return nil, errPingDenied
+		return nil, errPingDenied()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open ICMP datagram socket: %w", err)
@@ -137,16 +151,28 @@ func setRecvErr(rc syscall.RawConn, v6 bool) error {
 }
 
 // queueReader reads a socket's error queue and, for a ping socket, its echo
-// replies, through the runtime's poller so a read deadline applies.
+// replies, through the runtime's poller so a read deadline applies. The
+// sender reads the queue too (settle); mu keeps the two apart.
 type queueReader struct {
 	p    *socketProber
 	spec *probeSpec
 	conn net.PacketConn
 	raw  syscall.RawConn
 	echo bool
-	buf  [4096]byte
-	oob  [512]byte
-	err  error // why drain stopped for good
+
+	mu  sync.Mutex
+	buf [4096]byte
+	oob [512]byte
+	err error // why reading stopped for good
+}
+
+// settle empties the error queue. Linux sets the socket's pending error
+// again after each entry it dequeues while more are queued, and clears it
+// with the last one, so a write right after this goes out.
+func (q *queueReader) settle() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_ = q.raw.Control(func(fd uintptr) { q.drainQueue(int(fd), syscall.MSG_ERRQUEUE) })
 }
 
 func (q *queueReader) loop() {
@@ -160,8 +186,8 @@ func (q *queueReader) loop() {
 		switch {
 		case q.p.stopped():
 			return
-		case q.err != nil:
-			q.p.deliver(reply{err: q.err})
+		case q.failed() != nil:
+			q.p.deliver(reply{err: q.failed()})
 			return
 		case err == nil || errors.Is(err, os.ErrDeadlineExceeded):
 		default:
@@ -180,11 +206,19 @@ const (
 	readEmpty readResult = iota // nothing is queued
 	readMore                    // one message read; there may be more
 	readRetry                   // the read failed once, as a pending socket error does
-	readStop                    // the prober is closing, or the socket failed (q.err)
+	readStop                    // the socket failed (q.err)
 )
+
+func (q *queueReader) failed() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}
 
 // drain reads all that is queued. It reports true when reading must stop.
 func (q *queueReader) drain(fd int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.drainQueue(fd, syscall.MSG_ERRQUEUE) {
 		return true
 	}
@@ -229,8 +263,9 @@ func (q *queueReader) readOne(fd, flags int) readResult {
 		src, _ := sockaddrAddr(from)
 		r, ok = q.spec.parseICMP(q.buf[:n], src, at)
 	}
-	if ok && !q.p.deliver(r) {
-		return readStop
+	if ok {
+		// never wait here: the sender may be reading too (settle)
+		q.p.offer(r)
 	}
 	return readMore
 }

@@ -400,7 +400,8 @@ func newConn(nc net.Conn, isClient bool, opt connOptions, buffered []byte) *wsCo
 	if size <= 0 {
 		size = 4 << 10
 	}
-	size = max(size, len(buffered))
+	// fill needs room for a whole header or control payload at once.
+	size = max(size, len(buffered), maxHeaderLen+maxControlPayload)
 	c := &wsConn{
 		nc:         nc,
 		isClient:   isClient,
@@ -700,11 +701,12 @@ func (c *wsConn) handleControl(h frameHeader) error {
 	}
 	ce := &closeError{Code: code, Reason: reason}
 	c.peerClose.Store(ce)
-	// Echo the peer's code (§5.5.1), unless we started the close.
+	// Echo the peer's code (§5.5.1), unless we started the close. The
+	// deadline comes first so a writer stuck on a dead peer lets go.
+	c.nc.SetWriteDeadline(time.Now().Add(closeWait))
 	c.writeMu.Lock()
 	if !c.closeSent {
 		c.closeSent = true
-		c.nc.SetWriteDeadline(time.Now().Add(closeWait))
 		if code == statusNoStatus {
 			c.writeLocked(opClose, true, nil)
 		} else {
@@ -743,10 +745,10 @@ func (c *wsConn) readFailed(err error) error {
 		return err
 	}
 	c.rerr = &closeError{Code: code, Reason: shortReason(err), Local: true}
+	c.nc.SetWriteDeadline(time.Now().Add(failLinger))
 	c.writeMu.Lock()
 	if !c.closeSent {
 		c.closeSent = true
-		c.nc.SetWriteDeadline(time.Now().Add(failLinger))
 		var p [maxControlPayload]byte
 		binary.BigEndian.PutUint16(p[:], uint16(code))
 		n := 2 + copy(p[2:], shortReason(err))
@@ -1240,6 +1242,9 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, opt dialOptio
 		return nil, fmt.Errorf("%w: 101 without Upgrade: websocket", errBadHandshake)
 	case resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key):
 		return nil, fmt.Errorf("%w: wrong Sec-WebSocket-Accept", errBadHandshake)
+	case resp.Header.Get("Sec-WebSocket-Extensions") != "":
+		// We offer none, so the server may not pick any (§4.1).
+		return nil, fmt.Errorf("%w: server chose extensions we did not offer", errBadHandshake)
 	}
 	proto := resp.Header.Get("Sec-WebSocket-Protocol")
 	if proto != "" && chooseSubprotocol([]string{proto}, opt.subprotocols) == "" {

@@ -230,8 +230,8 @@ func (rc *wtRaw) write(b []byte, chop int) {
 	}
 }
 
-// readFrame reads one frame from the server, which must not mask it.
-func (rc *wtRaw) readFrame() (first byte, payload []byte, err error) {
+// readServerFrame reads one frame from the server, which must not mask it.
+func (rc *wtRaw) readServerFrame() (first byte, payload []byte, err error) {
 	var h [10]byte
 	if _, err := io.ReadFull(rc.br, h[:2]); err != nil {
 		return 0, nil, err
@@ -262,6 +262,43 @@ func (rc *wtRaw) readFrame() (first byte, payload []byte, err error) {
 	return h[0], payload, nil
 }
 
+// readClientFrame reads a frame from a client, unmasking it; for raw servers.
+func (rc *wtRaw) readClientFrame() (first byte, payload []byte, err error) {
+	var h [14]byte
+	if _, err := io.ReadFull(rc.br, h[:2]); err != nil {
+		return 0, nil, err
+	}
+	if h[1]&0x80 == 0 {
+		return 0, nil, errors.New("client sent an unmasked frame")
+	}
+	length := uint64(h[1] & 0x7f)
+	switch length {
+	case 126:
+		if _, err := io.ReadFull(rc.br, h[2:4]); err != nil {
+			return 0, nil, err
+		}
+		length = uint64(binary.BigEndian.Uint16(h[2:]))
+	case 127:
+		if _, err := io.ReadFull(rc.br, h[2:10]); err != nil {
+			return 0, nil, err
+		}
+		length = binary.BigEndian.Uint64(h[2:])
+	}
+	var key [4]byte
+	if _, err := io.ReadFull(rc.br, key[:]); err != nil {
+		return 0, nil, err
+	}
+	if length > 64<<20 {
+		return 0, nil, fmt.Errorf("client frame of %d bytes", length)
+	}
+	payload = make([]byte, length)
+	if _, err := io.ReadFull(rc.br, payload); err != nil {
+		return 0, nil, err
+	}
+	wtMaskBytes(key, 0, payload)
+	return h[0], payload, nil
+}
+
 // wtEvent is what the server sent: a control frame, or a whole data
 // message (fragments joined).
 type wtEvent struct {
@@ -280,7 +317,7 @@ func (rc *wtRaw) nextEvent() (wtEvent, error) {
 	var msg wtEvent
 	inMsg := false
 	for {
-		first, p, err := rc.readFrame()
+		first, p, err := rc.readServerFrame()
 		if err != nil {
 			return wtEvent{}, err
 		}
@@ -951,6 +988,7 @@ func TestDialWSRejectsBadServerAnswers(t *testing.T) {
 		answer func(nc net.Conn, req *http.Request)
 		status int // want a *handshakeError with this status; 0: any errBadHandshake
 		msg    string
+		notWS  bool // not HTTP at all: any error will do
 	}{
 		{name: "wrong accept", answer: func(nc net.Conn, req *http.Request) {
 			io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
@@ -966,13 +1004,16 @@ func TestDialWSRejectsBadServerAnswers(t *testing.T) {
 		{name: "subprotocol not offered", answer: func(nc net.Conn, req *http.Request) {
 			wtAnswer101(nc, req, "Sec-WebSocket-Protocol: wperf.v7\r\n")
 		}},
+		{name: "extension not offered", answer: func(nc net.Conn, req *http.Request) {
+			wtAnswer101(nc, req, "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+		}},
 		{name: "403 with a reason", status: 403, msg: "no entry for you", answer: func(nc net.Conn, req *http.Request) {
 			io.WriteString(nc, "HTTP/1.1 403 Forbidden\r\nContent-Length: 17\r\n\r\nno entry for you\n")
 		}},
 		{name: "200 OK", status: 200, answer: func(nc net.Conn, req *http.Request) {
 			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
 		}},
-		{name: "garbage", answer: func(nc net.Conn, req *http.Request) {
+		{name: "not HTTP", notWS: true, answer: func(nc net.Conn, req *http.Request) {
 			io.WriteString(nc, "SSH-2.0-OpenSSH_9.6\r\n")
 		}},
 	}
@@ -986,8 +1027,8 @@ func TestDialWSRejectsBadServerAnswers(t *testing.T) {
 				c.Abort()
 				t.Fatal("dialWS accepted the answer")
 			}
-			if tc.name == "garbage" {
-				return // a malformed answer is an I/O-level error
+			if tc.notWS {
+				return
 			}
 			if !errors.Is(err, errBadHandshake) {
 				t.Errorf("error %v does not wrap errBadHandshake", err)
@@ -1077,7 +1118,7 @@ func TestClientRejectsMaskedServerFrame(t *testing.T) {
 		wtAnswer101(nc, req, "")
 		nc.Write(wtMaskedFrame(0x81, []byte("masked!"), [4]byte{1, 2, 3, 4}))
 		rc := &wtRaw{t: t, nc: nc, br: br}
-		first, p, err := rc.readFrame2()
+		first, p, err := rc.readClientFrame()
 		if err != nil || opcode(first&0x0f) != opClose {
 			serverSaw <- nil
 			return
@@ -1103,43 +1144,6 @@ func TestClientRejectsMaskedServerFrame(t *testing.T) {
 	}
 }
 
-// readFrame2 reads a frame from a client, unmasking it; for raw servers.
-func (rc *wtRaw) readFrame2() (first byte, payload []byte, err error) {
-	var h [14]byte
-	if _, err := io.ReadFull(rc.br, h[:2]); err != nil {
-		return 0, nil, err
-	}
-	if h[1]&0x80 == 0 {
-		return 0, nil, errors.New("client sent an unmasked frame")
-	}
-	length := uint64(h[1] & 0x7f)
-	switch length {
-	case 126:
-		if _, err := io.ReadFull(rc.br, h[2:4]); err != nil {
-			return 0, nil, err
-		}
-		length = uint64(binary.BigEndian.Uint16(h[2:]))
-	case 127:
-		if _, err := io.ReadFull(rc.br, h[2:10]); err != nil {
-			return 0, nil, err
-		}
-		length = binary.BigEndian.Uint64(h[2:])
-	}
-	var key [4]byte
-	if _, err := io.ReadFull(rc.br, key[:]); err != nil {
-		return 0, nil, err
-	}
-	if length > 64<<20 {
-		return 0, nil, fmt.Errorf("client frame of %d bytes", length)
-	}
-	payload = make([]byte, length)
-	if _, err := io.ReadFull(rc.br, payload); err != nil {
-		return 0, nil, err
-	}
-	wtMaskBytes(key, 0, payload)
-	return h[0], payload, nil
-}
-
 // ---- close handshake and deadlines ----
 
 // TestCloseWaitsForPeerClose: Close sends our code and reason, and does
@@ -1151,7 +1155,7 @@ func TestCloseWaitsForPeerClose(t *testing.T) {
 	url := wtRawServer(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
 		wtAnswer101(nc, req, "")
 		rc := &wtRaw{t: t, nc: nc, br: br}
-		_, p, err := rc.readFrame2()
+		_, p, err := rc.readClientFrame()
 		if err != nil {
 			gotClose <- nil
 			return
@@ -1267,7 +1271,7 @@ func TestCloseTrimsLongReasonToUTF8(t *testing.T) {
 	url := wtRawServer(t, func(nc net.Conn, br *bufio.Reader, req *http.Request) {
 		wtAnswer101(nc, req, "")
 		rc := &wtRaw{t: t, nc: nc, br: br}
-		_, p, err := rc.readFrame2()
+		_, p, err := rc.readClientFrame()
 		if err != nil {
 			gotClose <- nil
 			return
@@ -1295,7 +1299,7 @@ func TestCloseTrimsLongReasonToUTF8(t *testing.T) {
 	}
 }
 
-func TestReadDeadlineHonoured(t *testing.T) {
+func TestWSReadDeadlineHonoured(t *testing.T) {
 	srv := httptest.NewServer(echoHandler(1<<20, wtDeadline))
 	defer srv.Close()
 	c, err := dialWS(wtCtx(t), "ws"+strings.TrimPrefix(srv.URL, "http"), dialOptions{})
@@ -1318,19 +1322,19 @@ func TestReadDeadlineHonoured(t *testing.T) {
 	}
 }
 
-// TestConcurrentReadWriteWithPings runs a writer and a reader on each end
+// TestWSConcurrentReadWriteWithPings runs a writer and a reader on each end
 // at once while the server pings the client: the client's reader answers
 // with pongs between the writer's frames, and every message must arrive
 // whole on both sides. The batch variant exercises frameBatch, whose
 // masking keys come from the same store as the pongs'. Run with -race.
-func TestConcurrentReadWriteWithPings(t *testing.T) {
+func TestWSConcurrentReadWriteWithPings(t *testing.T) {
 	for _, batch := range []bool{false, true} {
 		name := "WriteMessage"
 		if batch {
 			name = "frameBatch"
 		}
 		t.Run(name, func(t *testing.T) {
-			const n = 300
+			const n = 1000
 			serverErr := make(chan error, 2)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				c, err := upgrade(w, r, upgradeOptions{})
@@ -1567,7 +1571,7 @@ func TestParseClosePayloadCases(t *testing.T) {
 	}
 }
 
-func TestStatusForMapsSentinels(t *testing.T) {
+func TestWSStatusForMapsSentinels(t *testing.T) {
 	cases := []struct {
 		err  error
 		want statusCode
@@ -1617,11 +1621,11 @@ func wtClientConn(script []byte, opt connOptions) *wsConn {
 	return newConn((&wtScriptConn{}).reset(script), true, opt, nil)
 }
 
-// TestReadMessageManySmallFragments: reassembling a message from many
+// TestWSReadMessageManySmallFragments: reassembling a message from many
 // small fragments must grow the buffer geometrically. Growing it by one
 // fragment at a time costs an allocation and a copy of everything so far
 // per fragment, quadratic work a peer could ask for on purpose.
-func TestReadMessageManySmallFragments(t *testing.T) {
+func TestWSReadMessageManySmallFragments(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	msg := wtBinary(r, 256<<10)
 	script := wtConcat(wtFragments(byte(opBinary), msg, 64)...)
@@ -1643,8 +1647,8 @@ func TestReadMessageManySmallFragments(t *testing.T) {
 	}
 }
 
-// TestReadPayloadAndDiscard walks frames with the streaming calls.
-func TestReadPayloadAndDiscard(t *testing.T) {
+// TestWSReadPayloadAndDiscard walks frames with the streaming calls.
+func TestWSReadPayloadAndDiscard(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	a, b := wtBinary(r, 70000), wtText(r, 5000)
 	script := wtConcat(
@@ -1714,9 +1718,38 @@ func TestReadPayloadAndDiscard(t *testing.T) {
 	}
 }
 
-// TestDiscardStillValidatesText: throwing text away must not skip the
+// TestWSTinyReadBufferStillReads: a read buffer smaller than a header or a
+// control frame is raised to fit them, rather than leaving fill waiting
+// for room that never comes.
+func TestWSTinyReadBufferStillReads(t *testing.T) {
+	ping := bytes.Repeat([]byte{'p'}, maxControlPayload)
+	script := wtConcat(wtFrame(0x89, ping), wtFrame(0x82, make([]byte, 70000)), wtFrame(0x81, []byte("end")))
+	done := make(chan error, 1)
+	go func() {
+		c := wtServerConn(script, connOptions{readBuffer: 1})
+		if _, msg, err := c.ReadMessage(nil); err != nil || len(msg) != 70000 {
+			done <- fmt.Errorf("first message: %d bytes, %v", len(msg), err)
+			return
+		}
+		_, msg, err := c.ReadMessage(nil)
+		if err == nil && string(msg) != "end" {
+			err = fmt.Errorf("second message %q", msg)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(wtDeadline):
+		t.Fatal("reading with a 1-byte read buffer hangs")
+	}
+}
+
+// TestWSDiscardStillValidatesText: throwing text away must not skip the
 // UTF-8 check.
-func TestDiscardStillValidatesText(t *testing.T) {
+func TestWSDiscardStillValidatesText(t *testing.T) {
 	c := wtServerConn(wtFrame(0x81, []byte("fine, fine, fine \xff")), connOptions{})
 	if _, _, _, err := c.NextFrame(); err != nil {
 		t.Fatal(err)
@@ -1765,7 +1798,7 @@ func TestClientMasksEveryFrame(t *testing.T) {
 		p     []byte
 	}{{0x82, []byte("small")}, {0x82, big}, {0x01, []byte("frag")}, {0x80, []byte("ment")}, {0x89, []byte("p")}}
 	for i, w := range want {
-		first, p, err := rc.readFrame2()
+		first, p, err := rc.readClientFrame()
 		if err != nil || first != w.first || !bytes.Equal(p, w.p) {
 			t.Fatalf("frame %d: first 0x%02x, %d bytes, %v", i, first, len(p), err)
 		}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestNextMarkSchedule(t *testing.T) {
+	const s = time.Second
+	tests := []struct {
+		name                     string
+		interval, omit, duration time.Duration
+		want                     []time.Duration // marks in order; the last is the scheduled end when timed
+	}{
+		{"timed, whole intervals", s, 0, 3 * s, []time.Duration{s, 2 * s, 3 * s}},
+		{"timed, partial last interval", s, 0, 2500 * time.Millisecond, []time.Duration{s, 2 * s, 2500 * time.Millisecond}},
+		{"half-second intervals", s / 2, 0, 1200 * time.Millisecond, []time.Duration{s / 2, s, 1200 * time.Millisecond}},
+		{"omit restarts the grid", s, 1500 * time.Millisecond, 2 * s, []time.Duration{s, 1500 * time.Millisecond, 2500 * time.Millisecond, 3500 * time.Millisecond}},
+		{"no interval reports: omit and end only", 0, s, 2 * s, []time.Duration{s, 3 * s}},
+		{"no interval, no omit: end only", 0, 0, 2 * s, []time.Duration{2 * s}},
+		{"sized test: grid without an end", s, 0, 0, []time.Duration{s, 2 * s, 3 * s, 4 * s}},
+		{"sized test, no interval: final mark only", 0, 0, 0, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &testRun{interval: tc.interval, omit: tc.omit, duration: tc.duration}
+			var got []time.Duration
+			last := time.Duration(0)
+			for len(got) < len(tc.want)+2 {
+				next, isEnd := r.nextMark(last)
+				if next < 0 {
+					break
+				}
+				if next <= last && len(got) > 0 {
+					t.Fatalf("mark %v does not advance past %v: the clock would spin", next, last)
+				}
+				wantEnd := tc.duration > 0 && next == tc.omit+tc.duration
+				if isEnd != wantEnd {
+					t.Errorf("mark %v: isEnd = %v, want %v", next, isEnd, wantEnd)
+				}
+				got = append(got, next)
+				last = next
+				if tc.duration == 0 && len(got) == len(tc.want) {
+					break // a sized test's grid goes on until the streams end
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("marks %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("marks %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestPoolReaderStaysInsidePool(t *testing.T) {
+	for _, length := range []int{1, 4093, 64 << 10, 1 << 20, 16 << 20} {
+		p := newPoolReader(length)
+		for i := 0; i < 1000; i++ {
+			n := length - i%2 // full and one-short messages
+			if n < 1 {
+				n = 1
+			}
+			b := p.next(n)
+			if len(b) != n {
+				t.Fatalf("length %d: got %d bytes, want %d", length, len(b), n)
+			}
+		}
+	}
+}
+
+func TestPoolIsNotCompressible(t *testing.T) {
+	p := poolFor(64 << 10)
+	var counts [256]int
+	for _, b := range p[:1<<20] {
+		counts[b]++
+	}
+	// Random bytes: each value near 1/256 of the total; zeros or a
+	// repeated pattern would pile up on a few values.
+	for v, c := range counts {
+		if c < 3000 || c > 5200 {
+			t.Fatalf("byte %#x appears %d times in 1 MiB; the pool is not uniform random", v, c)
+		}
+	}
+}
