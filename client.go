@@ -33,6 +33,9 @@ func runClient(ctx context.Context, cfg *config, stdout io.Writer) error {
 	defer out.Close()
 	rep := newReporter(cfg, out)
 	t := &clientTest{cfg: cfg, rep: rep, idle: seconds2dur(cfg.idleTimeout)}
+	if cfg.reverseTrace {
+		return t.reverseTrace(ctx, out)
+	}
 	return rep.finish(t.run(ctx))
 }
 
@@ -112,6 +115,9 @@ func (t *clientTest) dialOpts(isStream bool) dialOptions {
 	if isStream {
 		d.Control = t.sockOpts().preConnect
 		opt.readBuffer = 256 << 10
+	} else {
+		// Room for the server's report of a long test (--get-server-output).
+		opt.maxMessage = 64 << 20
 	}
 	network := "tcp"
 	if cfg.family != 0 {
@@ -308,7 +314,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		t.rep.end(t.view(nil))
 		return fmt.Errorf("test failed: %w", runErr)
 	}
-	mine := resultsMsg{Type: msgResults, Streams: r.results(), CPU: r.cpu, Congestion: r.congestion}
+	mine := resultsMsg{Type: msgResults, Streams: r.summaries(), CPU: r.cpu, Congestion: r.congestion}
 	if err := sendJSON(t.ctrl, mine); err != nil {
 		return fmt.Errorf("send results: %w", err)
 	}
@@ -366,5 +372,105 @@ func (t *clientTest) follow(r *testRun, cancel context.CancelFunc, results chan<
 func abortAll(streams []*stream) {
 	for _, s := range streams {
 		s.conn.Abort()
+	}
+}
+
+// reverseTrace asks the server to trace the route back to us and prints
+// each hop as it arrives, as a local traceroute would; -J collects them
+// into one document instead. It needs no privileges here.
+func (t *clientTest) reverseTrace(ctx context.Context, out *lineWriter) error {
+	report := reverseTraceReport{traceReport: traceReport{Protocol: t.cfg.trProto, Hops: []traceHop{}}, Reverse: true}
+	err := t.followTrace(ctx, func(start traceStartMsg) {
+		report.Target, report.Address, report.Protocol = start.Target, start.Target, start.Protocol
+		report.From = t.url.Host
+		if !t.cfg.json {
+			out.printf("reverse traceroute from %s to %s (this client, as the server sees it), %d hops max, %s probes",
+				t.url.Host, start.Target, start.MaxHops, start.Protocol)
+		}
+	}, func(h traceHop) {
+		if t.cfg.json {
+			report.Hops = append(report.Hops, h)
+			return
+		}
+		out.println(formatHop(h))
+	})
+	if !t.cfg.json {
+		return err
+	}
+	if err != nil {
+		report.Error = err.Error()
+	}
+	b, _ := json.MarshalIndent(report, "", "\t")
+	out.raw(string(b) + "\n")
+	if err != nil {
+		return fmt.Errorf("%w: %w", errReported, err)
+	}
+	return nil
+}
+
+// reverseTraceReport is the -J document of a reverse traceroute: a
+// traceroute's, plus where it ran from.
+type reverseTraceReport struct {
+	traceReport
+	From    string `json:"from"`
+	Reverse bool   `json:"reverse"`
+}
+
+// followTrace runs the reverse-traceroute exchange on its own control
+// connection.
+func (t *clientTest) followTrace(ctx context.Context, onStart func(traceStartMsg), onHop func(traceHop)) error {
+	var err error
+	if t.url, err = targetURL(t.cfg); err != nil {
+		return err
+	}
+	if t.ctrl, err = t.dial(false); err != nil {
+		return err
+	}
+	defer t.ctrl.Abort()
+	stop := context.AfterFunc(ctx, t.ctrl.Abort)
+	defer stop()
+	req := traceRequest{Type: msgTrace, Version: 1, Proto: t.cfg.trProto, MaxHops: t.cfg.trMaxHops,
+		Queries: t.cfg.trQueries, Timeout: t.cfg.trTimeout, Geo: !t.cfg.noGeo, Client: "wperf " + version}
+	if err := sendJSON(t.ctrl, req); err != nil {
+		return fmt.Errorf("send trace request: %w", err)
+	}
+	// A hop can take its probes' timeout plus the server's lookups.
+	wait := seconds2dur(t.cfg.connectTimeout) + time.Duration(t.cfg.trQueries)*seconds2dur(t.cfg.trTimeout) + 5*time.Second
+	for {
+		msg, kind, err := t.readControl(wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return errInterrupted
+			}
+			return fmt.Errorf("reverse traceroute: %w", err)
+		}
+		switch kind {
+		case msgTraceStart:
+			var m traceStartMsg
+			if err := json.Unmarshal(msg, &m); err != nil {
+				return fmt.Errorf("bad trace_start from the server: %w", err)
+			}
+			onStart(m)
+		case msgTraceHop:
+			var m hopMsg
+			if err := json.Unmarshal(msg, &m); err != nil {
+				return fmt.Errorf("bad hop from the server: %w", err)
+			}
+			onHop(m.Hop)
+		case msgTraceEnd:
+			var m traceEndMsg
+			json.Unmarshal(msg, &m)
+			t.ctrl.Close(statusNormal, "done")
+			if m.Error != "" {
+				return fmt.Errorf("reverse traceroute: %s", m.Error)
+			}
+			return nil
+		case msgRefuse, msgError:
+			var r refuseMsg
+			json.Unmarshal(msg, &r)
+			return fmt.Errorf("server refused the reverse traceroute: %s", r.Error)
+		default:
+			return fmt.Errorf("unexpected %q message from the server", kind)
+		}
 	}
 }

@@ -116,15 +116,15 @@ type config struct {
 	noGeo      bool
 
 	// server
-	oneOff           bool
-	idleTimeout      float64
-	maxClients       int
-	maxDuration      float64
-	maxParallel      int
-	maxMessage       int64
-	noReverseTrace   bool
-	trustProxy       bool
-	reverseTraceRate float64
+	oneOff            bool
+	idleTimeout       float64
+	maxClients        int
+	maxDuration       float64
+	maxParallel       int
+	maxMessage        int64
+	noReverseTrace    bool
+	trustProxy        bool
+	reverseTraceLimit int
 
 	// client
 	host            string
@@ -161,23 +161,23 @@ type config struct {
 
 func defaultConfig() *config {
 	return &config{
-		set:              map[string]bool{},
-		port:             8765,
-		idleTimeout:      30,
-		maxClients:       16,
-		maxDuration:      3600,
-		maxParallel:      128,
-		maxMessage:       16 << 20,
-		reverseTraceRate: 6,
-		duration:         10,
-		interval:         1,
-		parallel:         1,
-		length:           64 << 10,
-		connectTimeout:   10,
-		trProto:          "udp",
-		trMaxHops:        30,
-		trTimeout:        1,
-		trQueries:        3,
+		set:               map[string]bool{},
+		port:              8765,
+		idleTimeout:       30,
+		maxClients:        16,
+		maxDuration:       3600,
+		maxParallel:       128,
+		maxMessage:        16 << 20,
+		reverseTraceLimit: 6,
+		duration:          10,
+		interval:          1,
+		parallel:          1,
+		length:            64 << 10,
+		connectTimeout:    10,
+		trProto:           "udp",
+		trMaxHops:         30,
+		trTimeout:         1,
+		trQueries:         3,
 	}
 }
 
@@ -236,6 +236,7 @@ var options = []option{
 	{0, "max-duration", "SEC", inServer, "longest test accepted (default 3600)", seconds(func(c *config) *float64 { return &c.maxDuration }, 1, 365*86400)},
 	{0, "max-parallel", "N", inServer, "most streams in one test (default 128)", intIn(func(c *config) *int { return &c.maxParallel }, 1, 128)},
 	{0, "no-reverse-traceroute", "", inServer, "refuse reverse traceroute requests", flag(func(c *config) *bool { return &c.noReverseTrace })},
+	{0, "reverse-traceroute-limit", "N", inServer, "reverse traceroutes per client address per minute (default 6)", intIn(func(c *config) *int { return &c.reverseTraceLimit }, 1, 1000)},
 	{0, "trust-proxy", "", inServer, "believe X-Forwarded-For / X-Real-IP (behind your own reverse proxy)", flag(func(c *config) *bool { return &c.trustProxy })},
 
 	// client: test shape
@@ -289,10 +290,10 @@ var options = []option{
 
 	// client: connection
 	{0, "connect-timeout", "SEC", inClient, "give up connecting after SEC seconds (default 10)", seconds(func(c *config) *float64 { return &c.connectTimeout }, 0.001, 3600)},
-	{0, "reverse-traceroute", "", inClient, "ask the server to trace the route back to this client", flag(func(c *config) *bool { return &c.reverseTrace })},
+	{0, "reverse-traceroute", "", inClient, "run no test: have the server trace the route back to this client (--tr-* options apply)", flag(func(c *config) *bool { return &c.reverseTrace })},
 
 	// traceroute
-	{0, "tr-proto", "udp|icmp|tcp", inTrace, "probe type (default udp)", func(c *config, v string) error {
+	{0, "tr-proto", "udp|icmp|tcp", inTrace | inClient, "probe type (default udp)", func(c *config, v string) error {
 		switch v {
 		case "udp", "icmp", "tcp":
 			c.trProto = v
@@ -301,9 +302,9 @@ var options = []option{
 		return fmt.Errorf("bad --tr-proto %q: want udp, icmp or tcp", v)
 	}},
 	{0, "tr-port", "N", inTrace, "destination port: first UDP port (default 33434) or TCP port (default 443)", intIn(func(c *config) *int { return &c.trPort }, 1, 65535)},
-	{0, "tr-max-hops", "N", inTrace, "most hops to probe (default 30)", intIn(func(c *config) *int { return &c.trMaxHops }, 1, 255)},
-	{0, "tr-timeout", "SEC", inTrace, "wait per probe (default 1)", seconds(func(c *config) *float64 { return &c.trTimeout }, 0.01, 60)},
-	{0, "tr-queries", "N", inTrace, "probes per hop (default 3)", intIn(func(c *config) *int { return &c.trQueries }, 1, 10)},
+	{0, "tr-max-hops", "N", inTrace | inClient, "most hops to probe (default 30)", intIn(func(c *config) *int { return &c.trMaxHops }, 1, 255)},
+	{0, "tr-timeout", "SEC", inTrace | inClient, "wait per probe (default 1)", seconds(func(c *config) *float64 { return &c.trTimeout }, 0.01, 60)},
+	{0, "tr-queries", "N", inTrace | inClient, "probes per hop (default 3)", intIn(func(c *config) *int { return &c.trQueries }, 1, 10)},
 	{0, "tr-parallel", "N", inTrace, "hops probed at once (default: all of them; 1 probes one hop at a time)", intIn(func(c *config) *int { return &c.trParallel }, 1, 255)},
 	{'n', "numeric", "", inTrace, "do not look up hop names", flag(func(c *config) *bool { return &c.numeric })},
 	{0, "dns", "HOST:PORT", inAll, "DNS server for ASN/country lookups", func(c *config, v string) error { c.dnsServer = v; return nil }},
@@ -472,6 +473,9 @@ func (c *config) check() error {
 }
 
 func (c *config) checkClient() error {
+	if err := c.checkReverseTrace(); err != nil {
+		return err
+	}
 	switch {
 	case c.host == "":
 		return errors.New("-c needs a host")
@@ -485,6 +489,26 @@ func (c *config) checkClient() error {
 		return errors.New("-i must be 0 (off) or at least 0.1")
 	case c.bind != "" && net.ParseIP(c.bind) == nil:
 		return fmt.Errorf("bad --bind %q: want an IP address", c.bind)
+	}
+	return nil
+}
+
+// checkReverseTrace keeps the reverse traceroute's options and a
+// bandwidth test's apart: one client run does one or the other.
+func (c *config) checkReverseTrace() error {
+	for _, name := range []string{"tr-proto", "tr-max-hops", "tr-timeout", "tr-queries"} {
+		if c.set[name] && !c.reverseTrace {
+			return fmt.Errorf("--%s needs --traceroute or --reverse-traceroute", name)
+		}
+	}
+	if !c.reverseTrace {
+		return nil
+	}
+	for _, name := range []string{"time", "bytes", "blockcount", "reverse", "bidir", "parallel", "omit", "length",
+		"window", "congestion", "set-mss", "no-delay", "json-stream", "get-server-output", "format", "interval"} {
+		if c.set[name] {
+			return fmt.Errorf("--reverse-traceroute runs no bandwidth test, so --%s does not apply", name)
+		}
 	}
 	return nil
 }
@@ -515,10 +539,7 @@ Bandwidth, latency and route tests over WebSocket.
 	for _, s := range sections {
 		fmt.Fprintf(w, "\n%s:\n", s.title)
 		for _, o := range options {
-			selector := o.short == 's' || o.short == 'c' || o.long == "traceroute"
-			single := o.modes == inServer || o.modes == inClient || o.modes == inTrace
-			common := selector || !single
-			if (s.modes == inAll) != common || (!common && o.modes != s.modes) {
+			if helpSection(o) != s.modes {
 				continue
 			}
 			name := "    "
@@ -532,6 +553,21 @@ Bandwidth, latency and route tests over WebSocket.
 			fmt.Fprintf(w, "  %-30s %s\n", name, o.help)
 		}
 	}
+}
+
+// helpSection is where --help lists an option: with the mode it belongs
+// to, traceroute options (which reverse traceroute shares) under
+// Traceroute, and the rest under the common options.
+func helpSection(o option) modeSet {
+	switch {
+	case o.short == 's' || o.short == 'c' || o.long == "traceroute":
+		return inAll
+	case o.modes == inServer || o.modes == inClient:
+		return o.modes
+	case o.modes&inTrace != 0 && o.modes != inAll:
+		return inTrace
+	}
+	return inAll
 }
 
 // flag makes a switch's apply function.

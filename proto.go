@@ -162,13 +162,16 @@ type resultsMsg struct {
 
 // streamResult is one stream as one side measured it.
 type streamResult struct {
-	ID        int        `json:"id"`
-	Sender    bool       `json:"sender"` // this side sent on it
-	Bytes     int64      `json:"bytes"`  // after the omitted period
-	Seconds   float64    `json:"seconds"`
-	End       float64    `json:"end"`
-	TCP       *tcpTotals `json:"tcp,omitempty"` // sender side, where TCP_INFO exists
-	Intervals []interval `json:"intervals"`
+	ID      int        `json:"id"`
+	Sender  bool       `json:"sender"` // this side sent on it
+	Bytes   int64      `json:"bytes"`  // after the omitted period
+	Seconds float64    `json:"seconds"`
+	End     float64    `json:"end"`
+	TCP     *tcpTotals `json:"tcp,omitempty"` // sender side, where TCP_INFO exists
+	// Intervals stay with the side that measured them: the results sent
+	// to the peer leave them out (the server's own report, when asked
+	// for, carries its intervals).
+	Intervals []interval `json:"intervals,omitempty"`
 }
 
 // interval is one stream's traffic over one reporting period.
@@ -227,4 +230,81 @@ func messageType(b []byte) (string, error) {
 		return "", errors.New("control message without a type")
 	}
 	return m.Type, nil
+}
+
+// Reverse traceroute: the client asks, on a control connection of its
+// own, for the route from the server back to the client's address as the
+// server sees it. The client never names the target.
+const (
+	msgTrace      = "trace"       // client → server: the request
+	msgTraceStart = "trace_start" // server → client: whom it traces
+)
+
+// traceRequest asks for a reverse traceroute; the server caps every field.
+type traceRequest struct {
+	Type    string  `json:"type"`
+	Version int     `json:"version"`
+	Proto   string  `json:"proto"`    // udp, icmp or tcp
+	MaxHops int     `json:"max_hops"` // 1..64
+	Queries int     `json:"queries"`  // 1..5
+	Timeout float64 `json:"timeout"`  // seconds per probe, 0.1..3
+	Geo     bool    `json:"geo"`      // ASN and country lookups
+	Client  string  `json:"client,omitempty"`
+}
+
+// Server-side bounds of a reverse traceroute.
+const (
+	maxReverseHops    = 64
+	maxReverseQueries = 5
+	maxReverseTimeout = 3.0
+)
+
+// check validates a request and fills its defaults.
+func (r *traceRequest) check() error {
+	switch {
+	case r.Version != 1:
+		return fmt.Errorf("protocol version %d is not supported (this server speaks 1)", r.Version)
+	case r.Proto == "":
+		r.Proto = "udp"
+	case r.Proto != "udp" && r.Proto != "icmp" && r.Proto != "tcp":
+		return fmt.Errorf("unknown probe type %q", r.Proto)
+	}
+	if r.MaxHops == 0 {
+		r.MaxHops = 30
+	}
+	if r.Queries == 0 {
+		r.Queries = 3
+	}
+	if r.Timeout == 0 {
+		r.Timeout = 1
+	}
+	switch {
+	case r.MaxHops < 1 || r.MaxHops > maxReverseHops:
+		return fmt.Errorf("max_hops %d out of range 1..%d", r.MaxHops, maxReverseHops)
+	case r.Queries < 1 || r.Queries > maxReverseQueries:
+		return fmt.Errorf("queries %d out of range 1..%d", r.Queries, maxReverseQueries)
+	case !(r.Timeout >= 0.1 && r.Timeout <= maxReverseTimeout):
+		return fmt.Errorf("timeout %g out of range 0.1..%g s", r.Timeout, maxReverseTimeout)
+	}
+	return nil
+}
+
+// traceStartMsg accepts a reverse traceroute and names its target.
+type traceStartMsg struct {
+	Type     string `json:"type"`
+	Target   string `json:"target"` // the client's address as the server sees it
+	Protocol string `json:"protocol"`
+	MaxHops  int    `json:"max_hops"`
+}
+
+// hopMsg carries one hop, sent as soon as the hop is final.
+type hopMsg struct {
+	Type string   `json:"type"`
+	Hop  traceHop `json:"hop"`
+}
+
+// traceEndMsg ends a reverse traceroute; Error is set when it failed.
+type traceEndMsg struct {
+	Type  string `json:"type"`
+	Error string `json:"error,omitempty"`
 }

@@ -807,11 +807,12 @@ func (r *reporter) started(run *testRun) {
 	case r.cfg.jsonStream:
 		r.event("start", v.startJSON())
 	case r.text():
-		for _, l := range v.connectLines() {
-			r.out.println(l)
-		}
+		// iperf3 announces reverse mode before the connected lines.
 		if v.req.Direction == dirDownload {
 			r.out.printf("Reverse mode, remote host %s is sending", v.peerHost)
+		}
+		for _, l := range v.connectLines() {
+			r.out.println(l)
 		}
 		if r.cfg.verbose {
 			r.out.printf("Starting Test: protocol: TCP, %d streams, %d byte blocks, omitting %g seconds, %s, tos 0",

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -36,6 +37,10 @@ type server struct {
 	oneOff   chan struct{}       // closed after the first test with -1
 	oneOnce  sync.Once
 	ctx      context.Context // ends on shutdown
+
+	traces   *traceLimiter // reverse traceroutes per client address
+	resolver *net.Resolver // PTR names and geo lookups for reverse traces
+	geo      *geoCache     // nil with --no-geo
 }
 
 // session is a test from its request to its end.
@@ -96,6 +101,11 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 		sessions: map[string]*session{},
 		oneOff:   make(chan struct{}),
 		ctx:      ctx,
+		traces:   newTraceLimiter(cfg.reverseTraceLimit),
+		resolver: lookupResolver(cfg.dnsServer),
+	}
+	if !cfg.noGeo {
+		s.geo = newGeoCache(s.resolver)
 	}
 	hs := &http.Server{
 		Handler:           s,
@@ -220,6 +230,15 @@ func (s *server) handle(c *wsConn, peer string) {
 			return
 		}
 		s.join(c, hello)
+	case msgTrace:
+		var req traceRequest
+		if err := json.Unmarshal(msg, &req); err != nil {
+			refuse(c, statusPolicyViolation, "bad trace request: "+err.Error())
+			return
+		}
+		s.tests.Add(1)
+		defer s.tests.Done()
+		s.reverseTrace(c, &req, peer)
 	default:
 		c.Close(statusPolicyViolation, "unexpected first message "+strconv.Quote(kind))
 	}
@@ -446,7 +465,7 @@ func (t *serverTest) run() {
 		refuse(t.ctrl, statusInternalError, "test failed: "+runErr.Error())
 		return
 	}
-	mine := &resultsMsg{Type: msgResults, Streams: r.results(), CPU: r.cpu, Congestion: r.congestion}
+	mine := &resultsMsg{Type: msgResults, Streams: r.summaries(), CPU: r.cpu, Congestion: r.congestion}
 	switch req.ServerOutput {
 	case "json":
 		mine.ServerJSON, _ = json.Marshal(view.document())
@@ -558,4 +577,148 @@ func echoHandler(maxMessage int64, idle time.Duration) http.Handler {
 		}
 		serveEcho(c, idle)
 	})
+}
+
+// reverseTrace traces the route from here back to the client and streams
+// each hop to it as soon as the hop is known. The target is the client's
+// address as this server sees it (or as the trusted proxy says), never an
+// address the client names.
+func (s *server) reverseTrace(c *wsConn, req *traceRequest, peer string) {
+	target, err := peerIP(peer)
+	if err == nil && s.cfg.noReverseTrace {
+		err = errors.New("reverse traceroute is disabled on this server")
+	}
+	if err == nil {
+		err = req.check()
+	}
+	if err == nil {
+		err = s.traces.begin(target, time.Now())
+	}
+	if err != nil {
+		s.logRefusal(peer, err)
+		refuse(c, statusPolicyViolation, err.Error())
+		return
+	}
+	defer s.traces.end(target)
+
+	opt := traceOptions{
+		Proto:    req.Proto,
+		MaxHops:  req.MaxHops,
+		Queries:  req.Queries,
+		Timeout:  seconds2dur(req.Timeout),
+		Names:    true,
+		Resolver: s.resolver,
+	}
+	if req.Geo {
+		opt.Geo = s.geo
+	}
+	opt = opt.withDefaults()
+	if err := sendJSON(c, traceStartMsg{Type: msgTraceStart, Target: target.String(), Protocol: opt.Proto, MaxHops: opt.MaxHops}); err != nil {
+		c.Abort()
+		return
+	}
+	// The trace ends early if the client goes away or the server stops.
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	go func() {
+		c.SetReadDeadline(time.Now().Add(s.idle + time.Duration(opt.MaxHops*opt.Queries)*opt.Timeout))
+		c.ReadMessage(nil)
+		cancel()
+	}()
+	var sendErr error
+	traceErr := traceRoute(ctx, target, opt, func(h traceHop) {
+		if sendErr == nil {
+			sendErr = sendJSON(c, hopMsg{Type: msgTraceHop, Hop: h})
+		}
+	})
+	end := traceEndMsg{Type: msgTraceEnd}
+	if traceErr != nil {
+		end.Error = traceErr.Error()
+	}
+	if sendErr != nil {
+		c.Abort()
+		return
+	}
+	sendJSON(c, end)
+	c.Close(statusNormal, "trace done")
+	s.logTrace(peer, target, opt.Proto, traceErr)
+}
+
+// peerIP is the address in a peer string: "host:port", or the bare
+// address a proxy header gives.
+func peerIP(peer string) (netip.Addr, error) {
+	host := peer
+	if h, _, err := net.SplitHostPort(peer); err == nil {
+		host = h
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("cannot trace back to %q: not an IP address", peer)
+	}
+	return a.Unmap().WithZone(""), nil
+}
+
+func (s *server) logTrace(peer string, target netip.Addr, proto string, err error) {
+	if s.cfg.json {
+		rec := map[string]string{"event": "reverse_traceroute", "peer": peer, "target": target.String(), "protocol": proto}
+		if err != nil {
+			rec["error"] = err.Error()
+		}
+		b, _ := json.Marshal(rec)
+		s.out.println(string(b))
+		return
+	}
+	line := fmt.Sprintf("%s %s reverse traceroute (%s) to %s", time.Now().UTC().Format(time.RFC3339), peer, proto, target)
+	if err != nil {
+		line += " error: " + err.Error()
+	}
+	s.out.println(line)
+}
+
+// traceLimiter allows one reverse traceroute per client address at a time,
+// and at most perMinute of them per address in any minute, so the server
+// cannot be turned into a probe cannon.
+type traceLimiter struct {
+	mu        sync.Mutex
+	perMinute int
+	active    map[netip.Addr]bool
+	recent    map[netip.Addr][]time.Time
+}
+
+func newTraceLimiter(perMinute int) *traceLimiter {
+	return &traceLimiter{perMinute: perMinute, active: map[netip.Addr]bool{}, recent: map[netip.Addr][]time.Time{}}
+}
+
+// begin admits a trace to a at time now, or says why not.
+func (l *traceLimiter) begin(a netip.Addr, now time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.active[a] {
+		return errors.New("a reverse traceroute to your address is already running")
+	}
+	for addr, times := range l.recent {
+		kept := times[:0]
+		for _, t := range times {
+			if now.Sub(t) < time.Minute {
+				kept = append(kept, t)
+			}
+		}
+		if len(kept) == 0 {
+			delete(l.recent, addr)
+		} else {
+			l.recent[addr] = kept
+		}
+	}
+	if len(l.recent[a]) >= l.perMinute {
+		return fmt.Errorf("too many reverse traceroutes to your address: at most %d a minute (--reverse-traceroute-limit)", l.perMinute)
+	}
+	l.active[a] = true
+	l.recent[a] = append(l.recent[a], now)
+	return nil
+}
+
+func (l *traceLimiter) end(a netip.Addr) {
+	l.mu.Lock()
+	delete(l.active, a)
+	l.mu.Unlock()
 }

@@ -316,8 +316,10 @@ func (r *testRun) send(s *stream) error {
 // away, until the peer's normal close.
 func (r *testRun) receive(s *stream) error {
 	var deadline time.Time
+	// The deadline moves on only when half of it is used up, so a
+	// busy stream does not reset its timer on every read.
 	refresh := func() {
-		if now := time.Now(); now.Add(r.idle).Sub(deadline) > time.Second {
+		if now := time.Now(); deadline.Sub(now) < r.idle/2 {
 			deadline = now.Add(r.idle)
 			s.conn.SetReadDeadline(deadline)
 		}
@@ -498,7 +500,8 @@ func (s *stream) sampleTCP(omitted bool) *tcpSnapshot {
 	if final := s.finalTCP.Load(); final != nil {
 		raw, ok = *final, true
 	}
-	if !ok {
+	// A reset socket's counters start again from zero: no sample then.
+	if !ok || (s.hasTCP && raw.totalRetrans < s.lastRetr) {
 		return nil
 	}
 	if !s.hasTCP {
@@ -531,6 +534,16 @@ func (s *stream) addTCPSample(raw tcpRaw) {
 	s.rttCount++
 	t.MeanRTT = s.rttSum / s.rttCount
 	t.Retransmits = raw.totalRetrans - s.tcpBase
+}
+
+// summaries are the results without their intervals: what one side
+// tells the other, whose reports need only the totals.
+func (r *testRun) summaries() []streamResult {
+	out := r.results()
+	for i := range out {
+		out[i].Intervals = nil
+	}
+	return out
 }
 
 // results summarises every stream over the measured (not omitted) time.

@@ -52,9 +52,9 @@ const (
 	lookupTimeout = 3 * time.Second
 	// resolveTimeout bounds the lookup of the target's own name.
 	resolveTimeout = 10 * time.Second
-	// readPoll is the read deadline of the reply readers: they see the end
+	// readPoll is the read deadline of the reply readers, which see the end
 	// of a trace at the latest this long after it (closing their sockets
-	// usually wakes them at once).
+	// usually wakes them at once), and the write deadline of a probe.
 	readPoll = time.Second
 	// maxSendAttempts bounds the writes of one probe that fail on errors
 	// left by earlier answers (see socketProber.send).
@@ -1135,6 +1135,9 @@ func (p *socketProber) send(idx, ttl int) (time.Time, error) {
 	}
 	if err := p.setTTL(ttl); err != nil {
 		return time.Time{}, fmt.Errorf("set ttl %d: %w", ttl, err)
+	}
+	if err := p.conn.SetWriteDeadline(time.Now().Add(readPoll)); err != nil {
+		return time.Time{}, fmt.Errorf("set write deadline: %w", err)
 	}
 	// A socket that was told about an ICMP error (a hard one on a raw
 	// socket, any with IP_RECVERR) fails its next write with that error, as

@@ -383,7 +383,7 @@ type wsConn struct {
 	closeSent bool
 
 	closeOnce   sync.Once
-	peerClosed  chan struct{} // closed when the peer's close frame arrives
+	readEnded   chan struct{} // closed when the peer's close arrives or reading fails
 	peerClose   atomic.Pointer[closeError]
 	tcpClosed   atomic.Bool
 	writeVector bool // nc takes net.Buffers in one writev
@@ -408,7 +408,7 @@ func newConn(nc net.Conn, isClient bool, opt connOptions, buffered []byte) *wsCo
 		maxMessage: opt.maxMessage,
 		rbuf:       make([]byte, size),
 		keyNext:    keyBatch,
-		peerClosed: make(chan struct{}),
+		readEnded:  make(chan struct{}),
 	}
 	if c.maxMessage <= 0 {
 		c.maxMessage = defaultMaxMessage
@@ -714,7 +714,7 @@ func (c *wsConn) handleControl(h frameHeader) error {
 		}
 	}
 	c.writeMu.Unlock()
-	c.closeOnce.Do(func() { close(c.peerClosed) })
+	c.endReading()
 	c.rerr = ce
 	// The server closes TCP first (§7.1.1); a client gives it a moment.
 	if c.isClient {
@@ -732,6 +732,7 @@ func (c *wsConn) readFailed(err error) error {
 	if c.rerr != nil {
 		return c.rerr
 	}
+	defer c.endReading()
 	var ce *closeError
 	if errors.As(err, &ce) {
 		c.rerr = err
@@ -778,6 +779,9 @@ func shortReason(err error) string {
 	}
 	return s
 }
+
+// endReading wakes a Close waiting for the reader: nothing more will be read.
+func (c *wsConn) endReading() { c.closeOnce.Do(func() { close(c.readEnded) }) }
 
 func (c *wsConn) closeTCP() {
 	if c.tcpClosed.CompareAndSwap(false, true) {
@@ -995,7 +999,7 @@ func (c *wsConn) Close(code statusCode, reason string) error {
 		c.readMu.Unlock()
 	} else {
 		select {
-		case <-c.peerClosed:
+		case <-c.readEnded:
 		case <-time.After(closeWait):
 		}
 	}

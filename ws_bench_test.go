@@ -182,7 +182,7 @@ func BenchmarkReadFrameMasked(b *testing.B) {
 	var frames []byte
 	for i := range 8 {
 		var key [4]byte
-		binary.LittleEndian.PutUint32(key[:], uint32(0x9e3779b9*(i+1)))
+		binary.LittleEndian.PutUint32(key[:], 0x9e3779b9*uint32(i+1))
 		frames = append(frames, wtMaskedFrame(0x82, make([]byte, benchFrame), key)...)
 	}
 	raw := client.netConn()
