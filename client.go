@@ -114,7 +114,8 @@ func (t *clientTest) dialOpts(isStream bool) dialOptions {
 	opt := dialOptions{subprotocols: []string{subprotocolV1}, header: http.Header{}}
 	if isStream {
 		d.Control = t.sockOpts().preConnect
-		opt.readBuffer = 256 << 10
+		opt.readBuffer = streamReadBuffer(t.cfg.length)
+		opt.maxMessage = streamMaxMessage(t.cfg.length)
 	} else {
 		// Room for the server's report of a long test (--get-server-output).
 		opt.maxMessage = 64 << 20

@@ -165,7 +165,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c, err := upgrade(w, r, upgradeOptions{
 		subprotocols: []string{subprotocolV1},
-		connOptions:  connOptions{maxMessage: 1 << 20, readBuffer: 256 << 10},
+		connOptions:  connOptions{maxMessage: 1 << 20, readBuffer: 16 << 10},
 	})
 	if err != nil {
 		return
@@ -406,6 +406,7 @@ func (t *serverTest) run() {
 			refuse(t.ctrl, statusPolicyViolation, err.Error())
 			return
 		}
+		js.conn.setLimits(streamMaxMessage(req.Length), streamReadBuffer(req.Length))
 		r.streams = append(r.streams, &stream{id: js.hello.ID, sending: js.hello.Direction == streamDown, conn: js.conn})
 	}
 	sortStreams(r.streams)

@@ -264,11 +264,21 @@ func (r *testRun) reserve(want int64) int64 {
 	}
 }
 
+// streamReadBuffer is a receiving stream's read size: large, so one
+// system call brings many frames (or a good part of a large one).
+func streamReadBuffer(length int) int {
+	return min(max(256<<10, length), 1<<20)
+}
+
+// streamMaxMessage is the message limit on a stream: the test's length,
+// and never less than the control messages' limit.
+func streamMaxMessage(length int) int64 { return int64(max(length, 1<<20)) }
+
 // Batching: a sender hands the kernel up to batchBytes per system call,
 // fewer when writes start to block, so the end of a timed test on a slow
 // link is not late by a whole batch.
 const (
-	batchBytes    = 1 << 20
+	batchBytes    = 4 << 20
 	batchMaxFlush = 10 * time.Millisecond
 	batchMinFlush = time.Millisecond
 )

@@ -418,6 +418,23 @@ func newConn(nc net.Conn, isClient bool, opt connOptions, buffered []byte) *wsCo
 	return c
 }
 
+// setLimits changes the message limit and grows the read buffer once a
+// connection's role is known (a test stream with large messages, say).
+// Bytes already buffered are kept.
+func (c *wsConn) setLimits(maxMessage int64, readBuffer int) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if maxMessage > 0 {
+		c.maxMessage = maxMessage
+	}
+	if readBuffer > len(c.rbuf) {
+		grown := make([]byte, readBuffer)
+		c.rend = copy(grown, c.rbuf[c.rpos:c.rend])
+		c.rpos = 0
+		c.rbuf = grown
+	}
+}
+
 // netConn is the underlying connection, for socket options and addresses.
 func (c *wsConn) netConn() net.Conn { return c.nc }
 
