@@ -247,27 +247,33 @@ type jsonInterval struct {
 	SumBidirReverse *jsonSum             `json:"sum_bidir_reverse,omitempty"`
 }
 
-type jsonIntervalStream struct {
-	Socket        int     `json:"socket"`
+// jsonSpan is the traffic over a span of time, the core of every interval
+// and summary object.
+type jsonSpan struct {
 	Start         float64 `json:"start"`
 	End           float64 `json:"end"`
 	Seconds       float64 `json:"seconds"`
 	Bytes         int64   `json:"bytes"`
 	BitsPerSecond float64 `json:"bits_per_second"`
+}
+
+func newSpan(start, end, seconds float64, bytes int64) jsonSpan {
+	return jsonSpan{Start: start, End: end, Seconds: seconds, Bytes: bytes, BitsPerSecond: 8 * rate(bytes, seconds)}
+}
+
+type jsonIntervalStream struct {
+	Socket int `json:"socket"`
+	jsonSpan
 	*tcpSnapshot
 	Omitted bool `json:"omitted"`
 	Sender  bool `json:"sender"`
 }
 
 type jsonSum struct {
-	Start         float64 `json:"start"`
-	End           float64 `json:"end"`
-	Seconds       float64 `json:"seconds"`
-	Bytes         int64   `json:"bytes"`
-	BitsPerSecond float64 `json:"bits_per_second"`
-	Retransmits   *int64  `json:"retransmits,omitempty"`
-	Omitted       *bool   `json:"omitted,omitempty"`
-	Sender        bool    `json:"sender"`
+	jsonSpan
+	Retransmits *int64 `json:"retransmits,omitempty"`
+	Omitted     *bool  `json:"omitted,omitempty"`
+	Sender      bool   `json:"sender"`
 }
 
 type jsonEnd struct {
@@ -287,12 +293,8 @@ type jsonEndStream struct {
 }
 
 type jsonEndSide struct {
-	Socket        int     `json:"socket"`
-	Start         float64 `json:"start"`
-	End           float64 `json:"end"`
-	Seconds       float64 `json:"seconds"`
-	Bytes         int64   `json:"bytes"`
-	BitsPerSecond float64 `json:"bits_per_second"`
+	Socket int `json:"socket"`
+	jsonSpan
 	*tcpTotals
 	Sender bool `json:"sender"`
 }
@@ -407,17 +409,12 @@ type intervalEntry struct {
 }
 
 func (e intervalEntry) json() jsonIntervalStream {
-	secs := e.iv.End - e.iv.Start
 	return jsonIntervalStream{
-		Socket:        e.id,
-		Start:         e.iv.Start,
-		End:           e.iv.End,
-		Seconds:       secs,
-		Bytes:         e.iv.Bytes,
-		BitsPerSecond: 8 * rate(e.iv.Bytes, secs),
-		tcpSnapshot:   e.iv.TCP,
-		Omitted:       e.iv.Omitted,
-		Sender:        e.sending,
+		Socket:      e.id,
+		jsonSpan:    newSpan(e.iv.Start, e.iv.End, e.iv.End-e.iv.Start, e.iv.Bytes),
+		tcpSnapshot: e.iv.TCP,
+		Omitted:     e.iv.Omitted,
+		Sender:      e.sending,
 	}
 }
 
@@ -426,21 +423,19 @@ func sumIntervals(es []intervalEntry) *jsonSum {
 	if len(es) == 0 {
 		return nil
 	}
-	s := &jsonSum{Start: es[0].iv.Start, Sender: es[0].sending}
-	omitted := es[0].iv.Omitted
+	start, end, bytes := es[0].iv.Start, 0.0, int64(0)
 	var retr int64
 	hasRetr := false
 	for _, e := range es {
-		s.End = max(s.End, e.iv.End)
-		s.Bytes += e.iv.Bytes
+		end = max(end, e.iv.End)
+		bytes += e.iv.Bytes
 		if e.iv.TCP != nil {
 			retr += e.iv.TCP.Retransmits
 			hasRetr = true
 		}
 	}
-	s.Seconds = s.End - s.Start
-	s.BitsPerSecond = 8 * rate(s.Bytes, s.Seconds)
-	s.Omitted = &omitted
+	omitted := es[0].iv.Omitted
+	s := &jsonSum{jsonSpan: newSpan(start, end, end-start, bytes), Omitted: &omitted, Sender: es[0].sending}
 	if hasRetr {
 		s.Retransmits = &retr
 	}
@@ -474,14 +469,7 @@ func (v *testView) pairs() []endPair {
 }
 
 func endSide(id int, r streamResult, localSends bool, withTCP bool) jsonEndSide {
-	side := jsonEndSide{
-		Socket:        id,
-		End:           r.End,
-		Seconds:       r.Seconds,
-		Bytes:         r.Bytes,
-		BitsPerSecond: 8 * rate(r.Bytes, r.Seconds),
-		Sender:        localSends,
-	}
+	side := jsonEndSide{Socket: id, jsonSpan: newSpan(0, r.End, r.Seconds, r.Bytes), Sender: localSends}
 	if withTCP {
 		side.tcpTotals = r.TCP
 		if side.tcpTotals == nil {
@@ -496,17 +484,16 @@ func sumEnd(rs []streamResult, localSends, withRetr bool) *jsonSum {
 	if len(rs) == 0 {
 		return nil
 	}
-	s := &jsonSum{Sender: localSends}
-	var retr int64
+	var end float64
+	var bytes, retr int64
 	for _, r := range rs {
-		s.End = max(s.End, r.End)
-		s.Bytes += r.Bytes
+		end = max(end, r.End)
+		bytes += r.Bytes
 		if r.TCP != nil {
 			retr += r.TCP.Retransmits
 		}
 	}
-	s.Seconds = s.End
-	s.BitsPerSecond = 8 * rate(s.Bytes, s.Seconds)
+	s := &jsonSum{jsonSpan: newSpan(0, end, end, bytes), Sender: localSends}
 	if withRetr {
 		s.Retransmits = &retr
 	}
@@ -630,7 +617,7 @@ func (t textRows) intervalRow(id string, sending bool, iv interval, retr *int64,
 // when there are several streams. Blocks of several rows are set apart
 // by a separator line before all but the first.
 func (t textRows) intervalBlock(entries []intervalEntry, first bool) []string {
-	var lines, mainRows, revRows []string
+	var lines []string
 	if t.v.req.Parallel > 1 && !first {
 		lines = append(lines, separator)
 	}
@@ -648,14 +635,14 @@ func (t textRows) intervalBlock(entries []intervalEntry, first bool) []string {
 			rev = append(rev, e)
 		}
 	}
-	if t.v.req.Parallel > 1 {
-		if s := sumIntervals(main); s != nil {
-			mainRows = append(mainRows, t.intervalRow("SUM", main[0].sending, interval{Start: s.Start, End: s.End, Bytes: s.Bytes, Omitted: *s.Omitted}, s.Retransmits, 0, false))
+	if t.v.req.Parallel == 1 {
+		return lines
+	}
+	for _, dir := range [][]intervalEntry{main, rev} {
+		if s := sumIntervals(dir); s != nil {
+			iv := interval{Start: s.Start, End: s.End, Bytes: s.Bytes, Omitted: *s.Omitted}
+			lines = append(lines, t.intervalRow("SUM", dir[0].sending, iv, s.Retransmits, 0, false))
 		}
-		if s := sumIntervals(rev); s != nil {
-			revRows = append(revRows, t.intervalRow("SUM", rev[0].sending, interval{Start: s.Start, End: s.End, Bytes: s.Bytes, Omitted: *s.Omitted}, s.Retransmits, 0, false))
-		}
-		lines = append(append(lines, mainRows...), revRows...)
 	}
 	return lines
 }

@@ -382,31 +382,28 @@ func (r *testRun) clock(allDone <-chan struct{}) {
 	var last time.Duration
 	for {
 		next, isEnd := r.nextMark(last)
-		if next < 0 {
+		finished := next < 0 || !waitFor(next-time.Since(r.start), allDone) ||
+			isEnd && !waitFor(max(r.interval/10, 50*time.Millisecond), allDone)
+		if finished {
 			<-allDone
 			r.mark(time.Since(r.start), true)
 			return
 		}
-		timer := time.NewTimer(next - time.Since(r.start))
-		select {
-		case <-allDone:
-			timer.Stop()
-			r.mark(time.Since(r.start), true)
-			return
-		case <-timer.C:
-		}
-		if isEnd {
-			grace := time.NewTimer(max(r.interval/10, 50*time.Millisecond))
-			select {
-			case <-allDone:
-				grace.Stop()
-				r.mark(time.Since(r.start), true)
-				return
-			case <-grace.C:
-			}
-		}
 		r.mark(next, false)
 		last = next
+	}
+}
+
+// waitFor sleeps for d and reports true, or reports false as soon as
+// done closes.
+func waitFor(d time.Duration, done <-chan struct{}) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return false
+	case <-timer.C:
+		return true
 	}
 }
 
