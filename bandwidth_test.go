@@ -572,6 +572,20 @@ func TestE2EModes(t *testing.T) {
 				t.Errorf("the first measured interval starts at %g, want 0", first)
 			}
 		}},
+		{"one interval with -i 0", []string{"-t", "0.6", "-i", "0"}, "tcp.json", e2eShape{dir: dirUpload, parallel: 1}, func(t *testing.T, doc map[string]any) {
+			// iperf3 -i 0 reports the whole test as one interval.
+			ivs := e2eList(t, doc, "intervals")
+			if len(ivs) != 1 || e2eFloat(t, ivs[0], "sum.start") != 0 || e2eFloat(t, ivs[0], "sum.end") < 0.6 {
+				t.Errorf("-i 0: want one interval from 0 to the end, got %v", ivs)
+			}
+		}},
+		{"bytes after omit", []string{"-n", "50M", "-O", "0.3"}, "tcp.json", e2eShape{dir: dirUpload, parallel: 1, omitted: true}, func(t *testing.T, doc map[string]any) {
+			// What was sent during the omitted period does not count
+			// against -n, even a write that straddled its end.
+			if sent := e2eInt(t, doc, "end.sum_sent.bytes"); sent != 50<<20 {
+				t.Errorf("-n 50M -O 0.3: sent %d bytes after the omitted period, want exactly %d", sent, 50<<20)
+			}
+		}},
 		{"server output", []string{"-t", "0.6", "--get-server-output"}, "tcp-getserverjson.json", e2eShape{dir: dirUpload, parallel: 1}, func(t *testing.T, doc map[string]any) {
 			server, ok := doc["server_output_json"].(map[string]any)
 			if !ok {
@@ -1460,5 +1474,50 @@ func TestCtrlC(t *testing.T) {
 				t.Errorf("the server's record %q: it kept going after the interrupt", m[0])
 			}
 		})
+	}
+}
+
+// TestCtrlCWhileConnecting: a server that accepts TCP but never answers
+// the handshake must not hold the client for the whole connect timeout
+// once the user presses Ctrl-C.
+func TestCtrlCWhileConnecting(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS == "windows" {
+		t.Skip("there is no SIGINT to send a process on Windows")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent, until the test ends
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	var out, errOut e2eBuffer
+	cmd := exec.Command(wperfBinary(t), "-c", "127.0.0.1", "-p", port, "--connect-timeout", "30")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	time.Sleep(time.Second)
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("still connecting 10 s after SIGINT (connect timeout 30 s)")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitRuntime || !strings.Contains(errOut.String(), "interrupt") {
+		t.Errorf("want exit 1 and \"interrupt\", got exit %d: %s", code, errOut.String())
 	}
 }

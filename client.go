@@ -67,11 +67,11 @@ func targetURL(cfg *config) (*url.URL, error) {
 	return u, nil
 }
 
-// request builds the test request from the options.
+// requestFrom builds the test request from the options.
 func requestFrom(cfg *config) testRequest {
 	req := testRequest{
 		Type:       msgTest,
-		Version:    1,
+		Version:    protocolVersion,
 		Cookie:     newCookie(),
 		Direction:  dirUpload,
 		Protocol:   "tcp",
@@ -86,7 +86,7 @@ func requestFrom(cfg *config) testRequest {
 		NoDelay:    cfg.noDelay,
 		Congestion: cfg.congestion,
 		MSS:        cfg.mss,
-		Client:     "wperf " + version,
+		Client:     software,
 	}
 	switch {
 	case cfg.reverse:
@@ -114,7 +114,7 @@ func (t *clientTest) dialOpts(isStream bool) dialOptions {
 	opt := dialOptions{subprotocols: []string{subprotocolV1}, header: http.Header{}}
 	if isStream {
 		d.Control = t.sockOpts().preConnect
-		opt.readBuffer = streamReadBuffer(t.cfg.length)
+		opt.readBuffer = streamReadBuffer(t.cfg.length, t.req.streamCount())
 		opt.maxMessage = streamMaxMessage(t.cfg.length)
 	} else {
 		// Room for the server's report of a long test (--get-server-output).
@@ -139,8 +139,8 @@ func (t *clientTest) sockOpts() sockOpts {
 
 // dial opens one connection, turning handshake refusals into the
 // messages users need.
-func (t *clientTest) dial(isStream bool) (*wsConn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), seconds2dur(t.cfg.connectTimeout))
+func (t *clientTest) dial(ctx context.Context, isStream bool) (*wsConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, seconds2dur(t.cfg.connectTimeout))
 	defer cancel()
 	c, err := dialWS(ctx, t.url.String(), t.dialOpts(isStream))
 	var he *handshakeError
@@ -164,26 +164,39 @@ func (t *clientTest) run(ctx context.Context) error {
 	}
 	t.req = requestFrom(t.cfg)
 	t.rep.connecting(t.url, &t.req)
-	if t.ctrl, err = t.dial(false); err != nil {
-		return err
-	}
-	defer t.ctrl.Abort()
-	if err := t.negotiate(); err != nil {
-		return err
-	}
-	streams, err := t.openStreams()
+	streams, err := t.setUp(ctx)
 	defer func() {
-		for _, s := range streams {
-			s.conn.Abort()
+		if t.ctrl != nil {
+			t.ctrl.Abort()
 		}
+		abortAll(streams)
 	}()
-	if err != nil {
-		return err
-	}
-	if err := t.awaitStart(); err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return errInterrupted
+	case err != nil:
 		return err
 	}
 	return t.measure(ctx, streams)
+}
+
+// setUp connects, asks for the test, connects the streams and waits for
+// the start. Ctrl-C cuts any of these steps short.
+func (t *clientTest) setUp(ctx context.Context) ([]*stream, error) {
+	var err error
+	if t.ctrl, err = t.dial(ctx, false); err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, t.ctrl.Abort)
+	defer stop()
+	if err := t.negotiate(); err != nil {
+		return nil, err
+	}
+	streams, err := t.openStreams(ctx)
+	if err != nil {
+		return streams, err
+	}
+	return streams, t.awaitStart()
 }
 
 // negotiate sends the request and reads the server's verdict.
@@ -209,9 +222,15 @@ func (t *clientTest) negotiate() error {
 
 // refusal turns a server's refuse or error message into an error.
 func refusal(msg []byte) error {
+	return fmt.Errorf("server refused the test: %s", peerReason(msg))
+}
+
+// peerReason is the "error" text of a refuse or error message, made safe
+// to print: it comes from the network.
+func peerReason(msg []byte) string {
 	var r refuseMsg
 	json.Unmarshal(msg, &r)
-	return fmt.Errorf("server refused the test: %s", r.Error)
+	return cleanText(r.Error, maxControlPayload*4)
 }
 
 // readControl reads one control message within timeout.
@@ -226,7 +245,7 @@ func (t *clientTest) readControl(timeout time.Duration) ([]byte, string, error) 
 }
 
 // openStreams connects every stream at once and introduces each one.
-func (t *clientTest) openStreams() ([]*stream, error) {
+func (t *clientTest) openStreams(ctx context.Context) ([]*stream, error) {
 	n := t.req.streamCount()
 	streams := make([]*stream, n)
 	errs := make([]error, n)
@@ -241,12 +260,16 @@ func (t *clientTest) openStreams() ([]*stream, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := t.dial(true)
+			c, err := t.dial(ctx, true)
 			if err != nil {
 				errs[i] = err
 				return
 			}
 			streams[i] = &stream{id: i + 1, sending: sending, conn: c}
+			if err := t.sockOpts().applyPortable(c.netConn()); err != nil {
+				errs[i] = fmt.Errorf("socket options: %w", err)
+				return
+			}
 			errs[i] = sendJSON(c, streamHello{Type: msgStream, Cookie: t.req.Cookie, ID: i + 1, Direction: dir})
 		}()
 	}
@@ -283,6 +306,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		hardStop = seconds2dur(req.Omit+req.Time) + t.idle
 	}
 	r := newTestRun(req, t.idle, hardStop)
+	r.keepIntervals = t.cfg.json
 	r.streams = streams
 	t.r = r
 	for _, s := range streams {
@@ -360,9 +384,7 @@ func (t *clientTest) follow(r *testRun, cancel context.CancelFunc, results chan<
 			results <- &res
 			return
 		case msgRefuse, msgError:
-			var m refuseMsg
-			json.Unmarshal(msg, &m)
-			failed <- fmt.Errorf("the server ended the test: %s", m.Error)
+			failed <- fmt.Errorf("the server ended the test: %s", peerReason(msg))
 			cancel()
 			abortAll(r.streams)
 			return
@@ -382,6 +404,7 @@ func abortAll(streams []*stream) {
 func (t *clientTest) reverseTrace(ctx context.Context, out *lineWriter) error {
 	report := reverseTraceReport{traceReport: traceReport{Protocol: t.cfg.trProto, Hops: []traceHop{}}, Reverse: true}
 	err := t.followTrace(ctx, func(start traceStartMsg) {
+		start.Target, start.Protocol = cleanText(start.Target, 64), cleanText(start.Protocol, 8)
 		report.Target, report.Address, report.Protocol = start.Target, start.Target, start.Protocol
 		report.From = t.url.Host
 		if !t.cfg.json {
@@ -424,14 +447,14 @@ func (t *clientTest) followTrace(ctx context.Context, onStart func(traceStartMsg
 	if t.url, err = targetURL(t.cfg); err != nil {
 		return err
 	}
-	if t.ctrl, err = t.dial(false); err != nil {
+	if t.ctrl, err = t.dial(ctx, false); err != nil {
 		return err
 	}
 	defer t.ctrl.Abort()
 	stop := context.AfterFunc(ctx, t.ctrl.Abort)
 	defer stop()
-	req := traceRequest{Type: msgTrace, Version: 1, Proto: t.cfg.trProto, MaxHops: t.cfg.trMaxHops,
-		Queries: t.cfg.trQueries, Timeout: t.cfg.trTimeout, Geo: !t.cfg.noGeo, Client: "wperf " + version}
+	req := traceRequest{Type: msgTrace, Version: protocolVersion, Proto: t.cfg.trProto, MaxHops: t.cfg.trMaxHops,
+		Queries: t.cfg.trQueries, Timeout: t.cfg.trTimeout, Geo: !t.cfg.noGeo, Client: software}
 	if err := sendJSON(t.ctrl, req); err != nil {
 		return fmt.Errorf("send trace request: %w", err)
 	}
@@ -463,13 +486,11 @@ func (t *clientTest) followTrace(ctx context.Context, onStart func(traceStartMsg
 			json.Unmarshal(msg, &m)
 			t.ctrl.Close(statusNormal, "done")
 			if m.Error != "" {
-				return fmt.Errorf("reverse traceroute: %s", m.Error)
+				return fmt.Errorf("reverse traceroute: %s", cleanText(m.Error, maxControlPayload*4))
 			}
 			return nil
 		case msgRefuse, msgError:
-			var r refuseMsg
-			json.Unmarshal(msg, &r)
-			return fmt.Errorf("server refused the reverse traceroute: %s", r.Error)
+			return fmt.Errorf("server refused the reverse traceroute: %s", peerReason(msg))
 		default:
 			return fmt.Errorf("unexpected %q message from the server", kind)
 		}

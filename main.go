@@ -1,16 +1,18 @@
 // Command wperf measures network performance over WebSocket: bandwidth in
-// both directions with parallel streams, latency, and the route, so that it
-// works wherever a web page would (NAT, HTTP proxies, ports 80/443 only).
+// both directions with parallel streams, and the route, so that it
+// works where a web connection would (NAT, reverse proxies, port 80 only).
 //
 // The files of this package, one concern each:
 //
 //	main.go     options, their validation, mode dispatch, exit codes
 //	ws.go       RFC 6455: handshakes, frames, masking, control frames, close
+//	proto.go    the wperf.v1 wire messages
+//	stream.go   the engine both ends share: move, count, cut into intervals
 //	server.go   the HTTP server, sessions, caps and the server side of tests
 //	client.go   the client side of a test: streams, start, end, both counts
 //	report.go   text, JSON and JSON-stream output in iperf3's shapes
-//	proto.go    the wperf.v1 wire messages
-//	trace.go    traceroute probes and reply matching
+//	trace.go    traceroute: probes, reply matching, hops (trace_*.go: the
+//	            unprivileged Linux prober, and its absence elsewhere)
 //	geo.go      ASN and country from Team Cymru's DNS
 //	sys_*.go    per-OS socket options, TCP_INFO and CPU accounting
 package main
@@ -29,9 +31,13 @@ import (
 	"syscall"
 )
 
-// version is the program's release; protocolVersion is that of the wire
-// protocol, which changes only when old peers can no longer follow.
-const version = "0.1.0"
+// version is the program's release; the wire protocol has its own
+// version (protocolVersion, in proto.go), which changes only when old
+// peers can no longer follow.
+const (
+	version  = "0.1.0"
+	software = "wperf " + version // how wperf names itself to peers and in reports
+)
 
 // exit codes, as iperf3 users expect from scripts.
 const (
@@ -104,16 +110,15 @@ type config struct {
 	set  map[string]bool // long names of the options given, for mode checks
 
 	// shared
-	port       int
-	bind       string
-	token      string
-	json       bool
-	logfile    string
-	forceFlush bool
-	verbose    bool
-	family     int // 0 any, 4 or 6
-	dnsServer  string
-	noGeo      bool
+	port      int
+	bind      string
+	token     string
+	json      bool
+	logfile   string
+	verbose   bool
+	family    int // 0 any, 4 or 6
+	dnsServer string
+	noGeo     bool
 
 	// server
 	oneOff            bool
@@ -121,7 +126,6 @@ type config struct {
 	maxClients        int
 	maxDuration       float64
 	maxParallel       int
-	maxMessage        int64
 	noReverseTrace    bool
 	trustProxy        bool
 	reverseTraceLimit int
@@ -167,7 +171,6 @@ func defaultConfig() *config {
 		maxClients:        16,
 		maxDuration:       3600,
 		maxParallel:       128,
-		maxMessage:        16 << 20,
 		reverseTraceLimit: 6,
 		duration:          10,
 		interval:          1,
@@ -226,7 +229,7 @@ var options = []option{
 	{'6', "version6", "", inAll, "use IPv6 only", func(c *config, _ string) error { return c.setFamily(6) }},
 	{'J', "json", "", inAll, "print results as one JSON document", flag(func(c *config) *bool { return &c.json })},
 	{0, "logfile", "FILE", inAll, "send output to FILE instead of standard output", func(c *config, v string) error { c.logfile = v; return nil }},
-	{0, "forceflush", "", inAll, "flush output after every line", flag(func(c *config) *bool { return &c.forceFlush })},
+	{0, "forceflush", "", inAll, "accepted for iperf3 scripts: output is never buffered", func(*config, string) error { return nil }},
 	{'V', "verbose", "", inAll, "more detailed output", flag(func(c *config) *bool { return &c.verbose })},
 
 	// server
@@ -243,7 +246,7 @@ var options = []option{
 	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", seconds(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
 	{'n', "bytes", "N[KMG]", inClient, "bytes to send per direction, instead of -t", size(func(c *config) *int64 { return &c.bytes }, 1)},
 	{'k', "blockcount", "N[KMG]", inClient, "messages to send per direction, instead of -t or -n", size(func(c *config) *int64 { return &c.blocks }, 1)},
-	{'i', "interval", "SEC", inClient, "seconds between reports; 0 turns them off (default 1)", seconds(func(c *config) *float64 { return &c.interval }, 0, 86400)},
+	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test)", seconds(func(c *config) *float64 { return &c.interval }, 0, 86400)},
 	{'R', "reverse", "", inClient, "the server sends, the client receives", flag(func(c *config) *bool { return &c.reverse })},
 	{0, "bidir", "", inClient, "send and receive at the same time", flag(func(c *config) *bool { return &c.bidir })},
 	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intIn(func(c *config) *int { return &c.parallel }, 1, 128)},
@@ -307,7 +310,13 @@ var options = []option{
 	{0, "tr-queries", "N", inTrace | inClient, "probes per hop (default 3)", intIn(func(c *config) *int { return &c.trQueries }, 1, 10)},
 	{0, "tr-parallel", "N", inTrace, "hops probed at once (default: all of them; 1 probes one hop at a time)", intIn(func(c *config) *int { return &c.trParallel }, 1, 255)},
 	{'n', "numeric", "", inTrace, "do not look up hop names", flag(func(c *config) *bool { return &c.numeric })},
-	{0, "dns", "HOST:PORT", inAll, "DNS server for ASN/country lookups", func(c *config, v string) error { c.dnsServer = v; return nil }},
+	{0, "dns", "HOST[:PORT]", inServer | inTrace, "DNS server for hop names and ASN/country lookups", func(c *config, v string) error {
+		if err := checkDNSServer(v); err != nil {
+			return err
+		}
+		c.dnsServer = v
+		return nil
+	}},
 	{0, "no-geo", "", inAll, "skip ASN/country lookups", flag(func(c *config) *bool { return &c.noGeo })},
 
 	{'v', "version", "", inAll, "print the version and exit", func(c *config, _ string) error { return c.setMode(modeVersion) }},
@@ -489,6 +498,11 @@ func (c *config) checkClient() error {
 		return errors.New("-i must be 0 (off) or at least 0.1")
 	case c.bind != "" && net.ParseIP(c.bind) == nil:
 		return fmt.Errorf("bad --bind %q: want an IP address", c.bind)
+	case c.blocks > math.MaxInt64/int64(c.length):
+		return errors.New("-k × -l is too large")
+	}
+	if _, err := targetURL(c); err != nil {
+		return err
 	}
 	return nil
 }
@@ -496,7 +510,7 @@ func (c *config) checkClient() error {
 // checkReverseTrace keeps the reverse traceroute's options and a
 // bandwidth test's apart: one client run does one or the other.
 func (c *config) checkReverseTrace() error {
-	for _, name := range []string{"tr-proto", "tr-max-hops", "tr-timeout", "tr-queries"} {
+	for _, name := range []string{"tr-proto", "tr-max-hops", "tr-timeout", "tr-queries", "no-geo"} {
 		if c.set[name] && !c.reverseTrace {
 			return fmt.Errorf("--%s needs --traceroute or --reverse-traceroute", name)
 		}
@@ -504,11 +518,32 @@ func (c *config) checkReverseTrace() error {
 	if !c.reverseTrace {
 		return nil
 	}
+	// The server refuses more than this; say so before asking it.
+	switch {
+	case c.trMaxHops > maxReverseHops:
+		return fmt.Errorf("--tr-max-hops %d: a reverse traceroute goes to at most %d hops", c.trMaxHops, maxReverseHops)
+	case c.trQueries > maxReverseQueries:
+		return fmt.Errorf("--tr-queries %d: a reverse traceroute sends at most %d probes per hop", c.trQueries, maxReverseQueries)
+	case c.trTimeout < minReverseTimeout || c.trTimeout > maxReverseTimeout:
+		return fmt.Errorf("--tr-timeout %g: a reverse traceroute waits %g to %g s per probe", c.trTimeout, minReverseTimeout, maxReverseTimeout)
+	}
 	for _, name := range []string{"time", "bytes", "blockcount", "reverse", "bidir", "parallel", "omit", "length",
 		"window", "congestion", "set-mss", "no-delay", "json-stream", "get-server-output", "format", "interval"} {
 		if c.set[name] {
 			return fmt.Errorf("--reverse-traceroute runs no bandwidth test, so --%s does not apply", name)
 		}
+	}
+	return nil
+}
+
+// checkDNSServer accepts HOST or HOST:PORT, as --dns takes them.
+func checkDNSServer(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		host, port = strings.Trim(v, "[]"), "53"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || host == "" || strings.ContainsAny(host, " /") {
+		return fmt.Errorf("bad --dns %q: want HOST or HOST:PORT", v)
 	}
 	return nil
 }
@@ -530,7 +565,7 @@ func printHelp(w io.Writer) {
        wperf -c HOST [options]
        wperf --traceroute HOST [options]
 
-Bandwidth, latency and route tests over WebSocket.
+Bandwidth and route tests over WebSocket.
 `)
 	sections := []struct {
 		title string
@@ -550,7 +585,7 @@ Bandwidth, latency and route tests over WebSocket.
 			if o.arg != "" {
 				name += " " + o.arg
 			}
-			fmt.Fprintf(w, "  %-30s %s\n", name, o.help)
+			fmt.Fprintf(w, "  %-34s %s\n", name, o.help)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -17,6 +18,10 @@ import (
 // change that old peers cannot follow gets a new name, so both ends can
 // offer several and agree on one during the handshake.
 const subprotocolV1 = "wperf.v1"
+
+// protocolVersion is the version number every request carries; it is
+// the number in subprotocolV1's name.
+const protocolVersion = 1
 
 // Message types. Every control message is one JSON text message with a
 // "type" field.
@@ -66,19 +71,21 @@ type testRequest struct {
 	MSS        int     `json:"mss,omitempty"`
 	// ServerOutput asks for the server's own report: "text" or "json".
 	ServerOutput string `json:"server_output,omitempty"`
-	ReverseTrace bool   `json:"reverse_traceroute,omitempty"`
 	Client       string `json:"client,omitempty"` // software and version, for logs
 }
 
-// maxLength is the largest message a test may ask for.
-const maxLength = 16 << 20
+// Bounds of a test request.
+const (
+	maxLength   = 16 << 20 // the largest message a test may ask for
+	minInterval = 0.1      // seconds between interval reports, as iperf3 allows
+)
 
 // check validates a request against the protocol's own bounds (the
 // server's configured caps come on top).
 func (r *testRequest) check() error {
 	switch {
-	case r.Version != 1:
-		return fmt.Errorf("protocol version %d is not supported (this server speaks 1)", r.Version)
+	case r.Version != protocolVersion:
+		return fmt.Errorf("protocol version %d is not supported (this server speaks %d)", r.Version, protocolVersion)
 	case len(r.Cookie) < 16 || len(r.Cookie) > 64:
 		return errors.New("cookie must be 16 to 64 characters")
 	case r.Direction != dirUpload && r.Direction != dirDownload && r.Direction != dirBidir:
@@ -89,8 +96,12 @@ func (r *testRequest) check() error {
 		return fmt.Errorf("length %d out of range 1..%d", r.Length, maxLength)
 	case r.Parallel < 1 || r.Parallel > 128:
 		return fmt.Errorf("parallel %d out of range 1..128", r.Parallel)
-	case r.Bytes < 0 || r.Blocks < 0 || r.Omit < 0 || r.Interval < 0:
-		return errors.New("negative bytes, blocks, omit or interval")
+	case r.Bytes < 0 || r.Blocks < 0 || r.Omit < 0 || r.Interval < 0 || r.Window < 0 || r.MSS < 0:
+		return errors.New("negative bytes, blocks, omit, interval, window or mss")
+	case r.Blocks > math.MaxInt64/int64(r.Length):
+		return errors.New("blocks × length overflows")
+	case r.Interval != 0 && r.Interval < minInterval:
+		return fmt.Errorf("interval %g s is below %g s", r.Interval, minInterval)
 	case r.Bytes == 0 && r.Blocks == 0 && !(r.Time > 0):
 		return errors.New("a test needs a time, bytes or blocks")
 	case r.Time > 1e9 || r.Omit > 1e9:
@@ -256,14 +267,15 @@ type traceRequest struct {
 const (
 	maxReverseHops    = 64
 	maxReverseQueries = 5
+	minReverseTimeout = 0.1
 	maxReverseTimeout = 3.0
 )
 
 // check validates a request and fills its defaults.
 func (r *traceRequest) check() error {
 	switch {
-	case r.Version != 1:
-		return fmt.Errorf("protocol version %d is not supported (this server speaks 1)", r.Version)
+	case r.Version != protocolVersion:
+		return fmt.Errorf("protocol version %d is not supported (this server speaks %d)", r.Version, protocolVersion)
 	case r.Proto == "":
 		r.Proto = "udp"
 	case r.Proto != "udp" && r.Proto != "icmp" && r.Proto != "tcp":
@@ -283,8 +295,8 @@ func (r *traceRequest) check() error {
 		return fmt.Errorf("max_hops %d out of range 1..%d", r.MaxHops, maxReverseHops)
 	case r.Queries < 1 || r.Queries > maxReverseQueries:
 		return fmt.Errorf("queries %d out of range 1..%d", r.Queries, maxReverseQueries)
-	case !(r.Timeout >= 0.1 && r.Timeout <= maxReverseTimeout):
-		return fmt.Errorf("timeout %g out of range 0.1..%g s", r.Timeout, maxReverseTimeout)
+	case !(r.Timeout >= minReverseTimeout && r.Timeout <= maxReverseTimeout):
+		return fmt.Errorf("timeout %g out of range %g..%g s", r.Timeout, minReverseTimeout, maxReverseTimeout)
 	}
 	return nil
 }

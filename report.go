@@ -196,6 +196,7 @@ type jsonStartDetails struct {
 	SndbufActual       int            `json:"sndbuf_actual"`
 	RcvbufActual       int            `json:"rcvbuf_actual"`
 	TestStart          jsonTestStart  `json:"test_start"`
+	TestParameters     *testRequest   `json:"test_parameters"` // the request as sent
 	WPerf              jsonWPerfStart `json:"wperf"`
 }
 
@@ -310,7 +311,7 @@ type jsonCPU struct {
 
 // emptyStart is start as iperf3 writes it when no test began.
 func emptyStart() jsonStart {
-	return jsonStart{Connected: []jsonConnected{}, Version: "wperf " + version, SystemInfo: systemInfo()}
+	return jsonStart{Connected: []jsonConnected{}, Version: software, SystemInfo: systemInfo()}
 }
 
 // startJSON is the start section.
@@ -340,6 +341,7 @@ func (v *testView) startJSON() jsonStart {
 			Reverse:    b2i(req.Direction == dirDownload),
 			Bidir:      b2i(req.Direction == dirBidir),
 		},
+		TestParameters: req,
 		WPerf: jsonWPerfStart{
 			Version:         version,
 			Transport:       "websocket",
@@ -370,13 +372,12 @@ func b2i(b bool) int {
 	return 0
 }
 
+// hostPort splits a socket address for the reports.
 func hostPort(a net.Addr) (string, int) {
 	if a == nil {
 		return "", 0
 	}
-	h, p, _ := net.SplitHostPort(a.String())
-	n, _ := strconv.Atoi(p)
-	return h, n
+	return splitPeer(a.String())
 }
 
 // intervalJSON is interval k of every local stream, with the sums.
@@ -535,10 +536,8 @@ func (v *testView) endJSON() *jsonEnd {
 // document is the whole -J document of a test.
 func (v *testView) document() jsonDoc {
 	doc := jsonDoc{Start: v.startJSON(), Intervals: []jsonInterval{}, End: v.endJSON()}
-	if v.req.Interval > 0 {
-		for k := range v.intervalCount() {
-			doc.Intervals = append(doc.Intervals, v.intervalJSON(k))
-		}
+	for k := range v.intervalCount() {
+		doc.Intervals = append(doc.Intervals, v.intervalJSON(k))
 	}
 	doc.ServerOutputJSON = v.serverJSON
 	doc.ServerOutputText = v.serverText
@@ -726,17 +725,15 @@ func (v *testView) text() string {
 	t := textRows{v: v, unit: 'a'}
 	lines := []string{fmt.Sprintf("Accepted connection from %s, port %d", v.peerHost, v.peerPort)}
 	lines = append(lines, v.connectLines()...)
-	if v.req.Interval > 0 {
-		lines = append(lines, t.intervalHeader())
-		for k := range v.intervalCount() {
-			var entries []intervalEntry
-			for _, s := range v.local {
-				if k < len(s.Intervals) {
-					entries = append(entries, intervalEntry{id: s.ID, sending: s.Sender, iv: s.Intervals[k]})
-				}
+	lines = append(lines, t.intervalHeader())
+	for k := range v.intervalCount() {
+		var entries []intervalEntry
+		for _, s := range v.local {
+			if k < len(s.Intervals) {
+				entries = append(entries, intervalEntry{id: s.ID, sending: s.Sender, iv: s.Intervals[k]})
 			}
-			lines = append(lines, t.intervalBlock(entries, k == 0)...)
 		}
+		lines = append(lines, t.intervalBlock(entries, k == 0)...)
 	}
 	lines = append(lines, t.summary()...)
 	return strings.Join(lines, "\n") + "\n"
@@ -820,9 +817,6 @@ func testAmount(req *testRequest) string {
 
 // mark prints the interval that just closed on every stream.
 func (r *reporter) mark(run *testRun, final bool) {
-	if r.cfg.interval == 0 {
-		return
-	}
 	var entries []intervalEntry
 	local := make([]streamResult, 0, len(run.streams))
 	for _, s := range run.streams {
@@ -907,7 +901,7 @@ func (r *reporter) finish(err error) error {
 				r.out.println("")
 				r.out.println("Server output:")
 				for _, l := range strings.Split(strings.TrimRight(r.view.serverText, "\n"), "\n") {
-					r.out.println(l)
+					r.out.println(cleanText(l, 1000)) // from the network
 				}
 			}
 		}
@@ -929,7 +923,7 @@ func (r *reporter) printVerboseEnd() {
 	r.out.printf("CPU Utilization: local %.1f%% (%.1f%%u/%.1f%%s), remote %.1f%% (%.1f%%u/%.1f%%s)",
 		l.Total, l.User, l.System, m.Total, m.User, m.System)
 	if v.localCong != "" {
-		r.out.printf("local tcp congestion %s, remote tcp congestion %s", v.localCong, v.remoteCong)
+		r.out.printf("local tcp congestion %s, remote tcp congestion %s", v.localCong, cleanText(v.remoteCong, 16))
 	}
 }
 
@@ -977,6 +971,8 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 	return v
 }
 
+// splitPeer splits "host:port"; a bare address (from a proxy header)
+// comes back with port 0.
 func splitPeer(peer string) (string, int) {
 	h, p, err := net.SplitHostPort(peer)
 	if err != nil {

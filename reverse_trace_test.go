@@ -107,7 +107,9 @@ func reverseTraceTarget(t *testing.T, srv *e2eServer, body string, header http.H
 
 func TestReverseTraceTargetsThePeer(t *testing.T) {
 	const req = `{"type":"trace","version":1,"proto":"udp","max_hops":2,"timeout":0.2,"target":"198.18.7.7","address":"198.18.7.7"}`
-	forwarded := http.Header{"X-Forwarded-For": {"127.0.0.2, 10.0.0.1"}}
+	// The client writes the first entry; the proxy appends the address it
+	// saw, so only the last one can be believed.
+	forwarded := http.Header{"X-Forwarded-For": {"198.18.7.7, 127.0.0.2"}}
 
 	plain := startE2EServer(t, "--no-geo", "--reverse-traceroute-limit", "100")
 	if target, refusal := reverseTraceTarget(t, plain, req, nil); target != "127.0.0.1" {
@@ -119,7 +121,7 @@ func TestReverseTraceTargetsThePeer(t *testing.T) {
 
 	proxied := startE2EServer(t, "--no-geo", "--trust-proxy")
 	if target, refusal := reverseTraceTarget(t, proxied, req, forwarded); target != "127.0.0.2" {
-		t.Errorf("with --trust-proxy the target is %q (refusal %q), want the first X-Forwarded-For address 127.0.0.2", target, refusal)
+		t.Errorf("with --trust-proxy the target is %q (refusal %q), want the last X-Forwarded-For address 127.0.0.2", target, refusal)
 	}
 	if target, _ := reverseTraceTarget(t, proxied, req, http.Header{"X-Real-Ip": {"127.0.0.3"}}); target != "127.0.0.3" {
 		t.Errorf("with --trust-proxy and X-Real-IP the target is %q, want 127.0.0.3", target)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -33,6 +34,7 @@ type server struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by cookie, while streams may join
 	running  int                 // tests holding a slot
+	admitted int                 // tests ever accepted, for --one-off
 	tests    sync.WaitGroup      // every test goroutine
 	oneOff   chan struct{}       // closed after the first test with -1
 	oneOnce  sync.Once
@@ -111,7 +113,8 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 		Handler:           s,
 		ReadHeaderTimeout: s.idle,
 		IdleTimeout:       s.idle,
-		ErrorLog:          nil,
+		// A port scan or a half-open client is not worth a log line.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	if !cfg.json {
 		out.printf("Server listening on %s (wperf %s, protocol %s)", ln.Addr(), version, subprotocolV1)
@@ -142,21 +145,16 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !isUpgrade(r) {
 		if r.URL.Path == "/" && r.Method == http.MethodGet {
-			fmt.Fprintf(w, "wperf %s server: connect with wperf -c, or a WebSocket to /echo\n", version)
+			fmt.Fprintf(w, "%s server: connect with wperf -c, or a WebSocket to /echo\n", software)
 			return
 		}
 		http.NotFound(w, r)
 		return
 	}
 	if strings.HasSuffix(r.URL.Path, "/echo") {
-		c, err := upgrade(w, r, upgradeOptions{connOptions: connOptions{maxMessage: s.cfg.maxMessage, readBuffer: 64 << 10}})
-		if err == nil {
-			s.tests.Add(1)
-			defer s.tests.Done()
-			stop := context.AfterFunc(s.ctx, func() { c.Close(statusGoingAway, "server shutting down") })
-			defer stop()
-			serveEcho(c, s.idle)
-		}
+		s.tests.Add(1)
+		defer s.tests.Done()
+		upgradeEcho(s.ctx, w, r, defaultMaxMessage, s.idle)
 		return
 	}
 	if chooseSubprotocol(headerTokens(r.Header, "Sec-WebSocket-Protocol"), []string{subprotocolV1}) == "" {
@@ -185,15 +183,16 @@ func tokenMatches(header, token string) bool {
 }
 
 // peerAddr is the client's address: the TCP peer, or with --trust-proxy
-// what the reverse proxy in front of us says.
+// what the reverse proxy in front of us says. That is the last
+// X-Forwarded-For entry, the one our proxy appended: the entries before it
+// came from the client and could name anyone.
 func (s *server) peerAddr(r *http.Request) string {
 	if s.cfg.trustProxy {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			first, _, _ := strings.Cut(xff, ",")
-			return strings.TrimSpace(first)
+		if xff := headerTokens(r.Header, "X-Forwarded-For"); len(xff) > 0 {
+			return xff[len(xff)-1]
 		}
-		if xr := r.Header.Get("X-Real-IP"); xr != "" {
-			return strings.TrimSpace(xr)
+		if xr := strings.TrimSpace(r.Header.Get("X-Real-IP")); xr != "" {
+			return xr
 		}
 	}
 	return r.RemoteAddr
@@ -265,7 +264,11 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 	if err := req.check(); err != nil {
 		return nil, statusPolicyViolation, err
 	}
-	if total := req.Time + req.Omit; req.byteTarget() == 0 && total > s.cfg.maxDuration {
+	total := req.Omit
+	if req.byteTarget() == 0 {
+		total += req.Time
+	}
+	if total > s.cfg.maxDuration {
 		return nil, statusPolicyViolation, fmt.Errorf("a %g s test exceeds this server's limit of %g s (--max-duration)", total, s.cfg.maxDuration)
 	}
 	if req.Parallel > s.cfg.maxParallel {
@@ -273,8 +276,8 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.running >= s.cfg.maxClients {
-		return nil, statusTryAgainLater, fmt.Errorf("server is busy: %d tests running, its limit (--max-clients); try again later", s.running)
+	if s.running >= s.cfg.maxClients || (s.cfg.oneOff && s.admitted > 0) {
+		return nil, statusTryAgainLater, fmt.Errorf("server is busy: %d tests running, its limit (--max-clients or --one-off); try again later", s.running)
 	}
 	if _, dup := s.sessions[req.Cookie]; dup {
 		return nil, statusPolicyViolation, errors.New("a test with this cookie is already running")
@@ -288,6 +291,7 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 	}
 	s.sessions[req.Cookie] = sess
 	s.running++
+	s.admitted++
 	return sess, 0, nil
 }
 
@@ -337,7 +341,7 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 		return
 	}
 	defer s.release(sess)
-	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: 1, Server: "wperf " + version, Cookie: req.Cookie}); err != nil {
+	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie}); err != nil {
 		c.Abort()
 		return
 	}
@@ -390,59 +394,85 @@ type serverTest struct {
 	streams   []joinedStream
 	startedAt time.Time
 	r         *testRun
+	hardStop  time.Duration
+	unhook    func() bool // removes the shutdown hook measure installs
+	byeOnce   sync.Once
 }
 
 func (t *serverTest) run() {
-	s, req := t.srv, &t.sess.req
-	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay}
-	hardStop := seconds2dur(s.cfg.maxDuration) + s.idle
-	if req.byteTarget() == 0 {
-		hardStop = min(hardStop, seconds2dur(req.Omit+req.Time)+s.idle)
+	r, err := t.prepare()
+	if err != nil {
+		refuse(t.ctrl, statusPolicyViolation, err.Error())
+		return
 	}
-	r := newTestRun(req, s.idle, hardStop)
-	t.r = r
-	for _, js := range t.streams {
-		if err := opts.applyAccepted(js.conn.netConn()); err != nil {
-			refuse(t.ctrl, statusPolicyViolation, err.Error())
-			return
-		}
-		js.conn.setLimits(streamMaxMessage(req.Length), streamReadBuffer(req.Length))
-		r.streams = append(r.streams, &stream{id: js.hello.ID, sending: js.hello.Direction == streamDown, conn: js.conn})
-	}
-	sortStreams(r.streams)
 	if err := sendJSON(t.ctrl, startMsg{Type: msgStart}); err != nil {
 		t.ctrl.Abort()
 		return
 	}
+	theirs, runErr := t.measure(r)
+	defer t.unhook()
+	t.finish(r, theirs, runErr)
+}
+
+// prepare applies the client's socket options and limits to every stream
+// and builds the run.
+func (t *serverTest) prepare() (*testRun, error) {
+	s, req := t.srv, &t.sess.req
+	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay}
+	t.hardStop = seconds2dur(s.cfg.maxDuration) + s.idle
+	if req.byteTarget() == 0 {
+		t.hardStop = min(t.hardStop, seconds2dur(req.Omit+req.Time)+s.idle)
+	}
+	r := newTestRun(req, s.idle, t.hardStop)
+	r.keepIntervals = s.cfg.json || req.ServerOutput != ""
+	t.r = r
+	for _, js := range t.streams {
+		if err := opts.applyAccepted(js.conn.netConn()); err != nil {
+			return nil, err
+		}
+		js.conn.setLimits(streamMaxMessage(req.Length), streamReadBuffer(req.Length, len(t.streams)))
+		r.streams = append(r.streams, &stream{id: js.hello.ID, sending: js.hello.Direction == streamDown, conn: js.conn})
+	}
+	sortStreams(r.streams)
+	return r, nil
+}
+
+// measure runs the test and waits for the client's results. On server
+// shutdown it tells the client and drops the streams, so no test keeps
+// the server waiting.
+func (t *serverTest) measure(r *testRun) (*resultsMsg, error) {
+	s := t.srv
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	// On shutdown, tell the client and drop the streams, so no test keeps
-	// the server waiting.
-	var byeOnce sync.Once
-	goodbye := func() {
-		byeOnce.Do(func() { sendJSON(t.ctrl, refuseMsg{Type: msgError, Error: "server shutting down"}) })
-	}
-	onShutdown := context.AfterFunc(s.ctx, func() {
-		goodbye()
-		for _, st := range r.streams {
-			st.conn.Abort()
-		}
+	t.unhook = context.AfterFunc(s.ctx, func() {
+		t.goodbye()
+		abortAll(r.streams)
 	})
-	defer onShutdown()
 	clientResults := make(chan *resultsMsg, 1)
 	ctrlErr := make(chan error, 1)
-	go t.readControl(r, cancel, clientResults, ctrlErr, hardStop)
-
-	runErr := r.run(ctx)
-	var theirs *resultsMsg
-	if runErr == nil {
-		select {
-		case theirs = <-clientResults:
-		case runErr = <-ctrlErr:
-		case <-time.After(s.idle):
-			runErr = errors.New("client sent no results")
-		}
+	go t.readControl(r, cancel, clientResults, ctrlErr, t.hardStop)
+	if err := r.run(ctx); err != nil {
+		return nil, err
 	}
+	select {
+	case theirs := <-clientResults:
+		return theirs, nil
+	case err := <-ctrlErr:
+		return nil, err
+	case <-time.After(s.idle):
+		return nil, errors.New("client sent no results")
+	}
+}
+
+// goodbye tells the client, once, that the server is shutting down.
+func (t *serverTest) goodbye() {
+	t.byeOnce.Do(func() { sendJSON(t.ctrl, refuseMsg{Type: msgError, Error: "server shutting down"}) })
+}
+
+// finish logs the test, frees its slot and sends our results, or the
+// reason it failed.
+func (t *serverTest) finish(r *testRun, theirs *resultsMsg, runErr error) {
+	s, req := t.srv, &t.sess.req
 	view := t.view(theirs)
 	shuttingDown := s.ctx.Err() != nil
 	if runErr != nil && !shuttingDown {
@@ -450,19 +480,19 @@ func (t *serverTest) run() {
 		// and waiting for it must not keep the next client out; so the
 		// slot is free by the time the failure is logged. (With -1,
 		// releasing shuts the server down: no goodbye on top of ours.)
-		onShutdown()
+		t.unhook()
 		s.release(t.sess)
 	}
 	s.logTest(view, runErr)
-	if runErr != nil {
-		if shuttingDown {
-			// The client has been told (goodbye waits for that); a close
-			// handshake would wait for it while readControl holds the
-			// connection, and hold up the shutdown.
-			goodbye()
-			t.ctrl.Abort()
-			return
-		}
+	switch {
+	case runErr != nil && shuttingDown:
+		// The client has been told (goodbye waits for that); a close
+		// handshake would wait for it while readControl holds the
+		// connection, and hold up the shutdown.
+		t.goodbye()
+		t.ctrl.Abort()
+		return
+	case runErr != nil:
 		refuse(t.ctrl, statusInternalError, "test failed: "+runErr.Error())
 		return
 	}
@@ -479,7 +509,7 @@ func (t *serverTest) run() {
 	}
 	// The test is over: free its slot before the close handshake, so the
 	// client's next test, which may start the moment ours ends, finds it.
-	onShutdown()
+	t.unhook()
 	s.release(t.sess)
 	// The client closes the control connection once it has our results.
 	t.ctrl.SetReadDeadline(time.Now().Add(s.idle))
@@ -544,8 +574,8 @@ func openOutput(cfg *config, stdout io.Writer) (*lineWriter, error) {
 }
 
 // serveEcho returns every text and binary message unchanged, as one frame,
-// until the peer closes or stays silent for idle. The latency test uses it
-// too; any WebSocket client reaches it at the path /echo.
+// until the peer closes or stays silent for idle. Any WebSocket client
+// reaches it at the path /echo.
 func serveEcho(c *wsConn, idle time.Duration) error {
 	var buf []byte
 	for {
@@ -568,15 +598,23 @@ func serveEcho(c *wsConn, idle time.Duration) error {
 	}
 }
 
-// echoHandler upgrades every request and echoes on it; tests use it to
+// upgradeEcho serves one /echo request until the client leaves or ctx
+// ends (server shutdown).
+func upgradeEcho(ctx context.Context, w http.ResponseWriter, r *http.Request, maxMessage int64, idle time.Duration) {
+	c, err := upgrade(w, r, upgradeOptions{connOptions: connOptions{maxMessage: maxMessage, readBuffer: 64 << 10}})
+	if err != nil {
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close(statusGoingAway, "server shutting down") })
+	defer stop()
+	serveEcho(c, idle)
+}
+
+// echoHandler is the /echo endpoint alone, on every path: tests use it to
 // meet the engine without the rest of the server.
 func echoHandler(maxMessage int64, idle time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := upgrade(w, r, upgradeOptions{connOptions: connOptions{maxMessage: maxMessage, readBuffer: 64 << 10}})
-		if err != nil {
-			return
-		}
-		serveEcho(c, idle)
+		upgradeEcho(context.Background(), w, r, maxMessage, idle)
 	})
 }
 

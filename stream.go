@@ -93,8 +93,8 @@ func newPoolReader(length int) *poolReader {
 	return &poolReader{pool: p, off: rand.IntN(len(p) - length)}
 }
 
-// next returns n bytes of the pool. The stride is odd and not a multiple
-// of any page size, so consecutive frames never repeat a pattern.
+// next returns n bytes of the pool. Each frame skips a prime number of
+// bytes past the last, so frames do not line up with pages or repeat.
 func (p *poolReader) next(n int) []byte {
 	if p.off+n > len(p.pool) {
 		p.off = (p.off + n) % (len(p.pool) - n)
@@ -142,9 +142,16 @@ type testRun struct {
 	// onMark, when set, runs on the clock goroutine each time an interval
 	// closes on every stream; the streams' latest intervals are the new ones.
 	onMark func(final bool)
+	// keepIntervals keeps every interval for the final report; otherwise
+	// only the latest is kept, so a long test's memory stays flat.
+	keepIntervals bool
 
-	start    time.Time
-	budget   atomic.Int64 // bytes the senders of this end may still send
+	start time.Time
+	// acct guards the send budget and the end of the omitted period, so a
+	// byte is counted as omitted or measured, never both nor neither.
+	acct     sync.Mutex
+	budget   int64 // bytes the senders of this end may still send
+	omitting bool  // the omitted period runs: sending is not budgeted
 	stopping chan struct{}
 	stopOnce sync.Once
 	cpuUser  time.Duration
@@ -200,10 +207,18 @@ func (r *testRun) run(ctx context.Context) error {
 			break
 		}
 	}
-	if r.target > 0 && r.omit == 0 {
-		r.budget.Store(r.target)
-	} else {
-		r.budget.Store(math.MaxInt64)
+	r.budget, r.omitting = math.MaxInt64, r.omit > 0
+	if r.target > 0 {
+		r.budget = r.target
+	}
+	// Retransmits count from here: slow start's belong to the first interval.
+	for _, s := range r.streams {
+		if !s.sending {
+			continue
+		}
+		if raw, ok := readTCPInfo(s.conn.netConn()); ok {
+			s.lastRetr, s.tcpBase, s.hasTCP = raw.totalRetrans, raw.totalRetrans, true
+		}
 	}
 	if r.duration > 0 {
 		t := time.AfterFunc(r.omit+r.duration, r.stop)
@@ -250,24 +265,42 @@ func (r *testRun) run(ctx context.Context) error {
 	return nil
 }
 
-// reserve takes up to want bytes from the send budget.
-func (r *testRun) reserve(want int64) int64 {
-	for {
-		b := r.budget.Load()
-		if b <= 0 {
-			return 0
-		}
-		n := min(want, b)
-		if r.budget.CompareAndSwap(b, b-n) {
-			return n
-		}
+// reserve takes up to want bytes from the send budget; during the
+// omitted period it takes them unbudgeted, and says so.
+func (r *testRun) reserve(want int64) (n int64, duringOmit bool) {
+	r.acct.Lock()
+	defer r.acct.Unlock()
+	if r.omitting {
+		return want, true
+	}
+	n = min(want, max(r.budget, 0))
+	r.budget -= n
+	return n, false
+}
+
+// settle counts n sent bytes. Bytes reserved during the omitted period
+// that went out after it ended are measured, so they come out of the
+// budget now: a sized test sends exactly its size after the omit.
+func (r *testRun) settle(s *stream, n int64, duringOmit bool) {
+	r.acct.Lock()
+	defer r.acct.Unlock()
+	s.moved.Add(n)
+	if duringOmit && !r.omitting {
+		r.budget -= n
 	}
 }
 
+// maxKeptIntervals bounds the intervals one run keeps for its report
+// (about 100 bytes each), whatever -P, -t and -i a client asks for. Past
+// it, the report's last interval absorbs the rest; totals are not affected.
+const maxKeptIntervals = 250_000
+
 // streamReadBuffer is a receiving stream's read size: large, so one
-// system call brings many frames (or a good part of a large one).
-func streamReadBuffer(length int) int {
-	return min(max(256<<10, length), 1<<20)
+// system call brings many frames (or a good part of a large one), within
+// a budget per test, so -P 128 does not cost a router its memory.
+func streamReadBuffer(length, streams int) int {
+	const perTest = 16 << 20
+	return min(max(64<<10, perTest/max(streams, 1)), max(256<<10, length), 1<<20)
 }
 
 // streamMaxMessage is the message limit on a stream: the test's length,
@@ -290,7 +323,7 @@ func (r *testRun) send(s *stream) error {
 	src := newPoolReader(r.length)
 	frames := 1
 	for !r.stopped() {
-		n := r.reserve(int64(frames) * int64(r.length))
+		n, duringOmit := r.reserve(int64(frames) * int64(r.length))
 		if n == 0 {
 			break
 		}
@@ -304,7 +337,7 @@ func (r *testRun) send(s *stream) error {
 		if err := batch.flush(); err != nil {
 			return err
 		}
-		s.moved.Add(n)
+		r.settle(s, n, duringOmit)
 		switch took := time.Since(t0); {
 		case took < batchMinFlush && frames < maxFrames:
 			frames *= 2
@@ -418,7 +451,7 @@ func (r *testRun) nextMark(last time.Duration) (time.Duration, bool) {
 			return -1, false
 		}
 	}
-	next := end
+	var next time.Duration
 	switch {
 	case last < r.omit && r.interval > 0:
 		next = min(last+r.interval, r.omit)
@@ -426,6 +459,8 @@ func (r *testRun) nextMark(last time.Duration) (time.Duration, bool) {
 		next = r.omit
 	case r.interval > 0:
 		next = r.omit + ((last-r.omit)/r.interval+1)*r.interval
+	default:
+		return -1, false // -i 0: one interval, closed when the streams end
 	}
 	if end >= 0 && (next < 0 || next >= end) {
 		return end, true
@@ -442,6 +477,12 @@ func (r *testRun) mark(at time.Duration, final bool) {
 		return
 	}
 	omitted := r.omit > 0 && at <= r.omit
+	if omitted && at == r.omit {
+		// Senders wait while the omitted period closes, so each byte
+		// lands on exactly one side of it.
+		r.acct.Lock()
+		defer r.acct.Unlock()
+	}
 	for _, s := range r.streams {
 		r.markStream(s, at, final, omitted)
 	}
@@ -472,9 +513,7 @@ func (r *testRun) omitEnded() {
 		s.baseline = s.lastMoved
 		s.tcpBase = s.lastRetr
 	}
-	if r.target > 0 {
-		r.budget.Store(r.target)
-	}
+	r.omitting = false
 }
 
 func (r *testRun) markStream(s *stream, at time.Duration, final, omitted bool) {
@@ -498,7 +537,17 @@ func (r *testRun) markStream(s *stream, at time.Duration, final, omitted bool) {
 	}
 	s.lastMoved = moved
 	s.lastAt = end
-	s.intervals = append(s.intervals, iv)
+	switch {
+	case !r.keepIntervals:
+		s.intervals = append(s.intervals[:0], iv)
+	case len(s.intervals)*len(r.streams) >= maxKeptIntervals:
+		// Full: the last interval grows instead, so the list still adds
+		// up to the totals.
+		last := &s.intervals[len(s.intervals)-1]
+		last.End, last.Bytes, last.TCP = iv.End, last.Bytes+iv.Bytes, iv.TCP
+	default:
+		s.intervals = append(s.intervals, iv)
+	}
 }
 
 // sampleTCP reads TCP_INFO for an interval's end; nil where unavailable.

@@ -16,8 +16,8 @@ func TestNextMarkSchedule(t *testing.T) {
 		{"timed, partial last interval", s, 0, 2500 * time.Millisecond, []time.Duration{s, 2 * s, 2500 * time.Millisecond}},
 		{"half-second intervals", s / 2, 0, 1200 * time.Millisecond, []time.Duration{s / 2, s, 1200 * time.Millisecond}},
 		{"omit restarts the grid", s, 1500 * time.Millisecond, 2 * s, []time.Duration{s, 1500 * time.Millisecond, 2500 * time.Millisecond, 3500 * time.Millisecond}},
-		{"no interval reports: omit and end only", 0, s, 2 * s, []time.Duration{s, 3 * s}},
-		{"no interval, no omit: end only", 0, 0, 2 * s, []time.Duration{2 * s}},
+		{"no interval reports: omit only, then the final mark", 0, s, 2 * s, []time.Duration{s}},
+		{"no interval, no omit: the final mark only", 0, 0, 2 * s, nil},
 		{"sized test: grid without an end", s, 0, 0, []time.Duration{s, 2 * s, 3 * s, 4 * s}},
 		{"sized test, no interval: final mark only", 0, 0, 0, nil},
 	}

@@ -71,15 +71,12 @@ var probePayload = []byte("wperf traceroute probe..........")
 // cfg.traceHost and writes traceroute-style lines or, with -J, one JSON
 // document (with an "error" key when the trace failed).
 func runTraceroute(ctx context.Context, cfg *config, w io.Writer) error {
-	if cfg.logfile == "" {
-		return traceAndReport(ctx, cfg, w)
-	}
-	f, err := os.OpenFile(cfg.logfile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	out, err := openOutput(cfg, w)
 	if err != nil {
-		return fmt.Errorf("open --logfile: %w", err)
+		return err
 	}
-	err = traceAndReport(ctx, cfg, f)
-	if cerr := f.Close(); cerr != nil && err == nil {
+	err = traceAndReport(ctx, cfg, out.w)
+	if cerr := out.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("close --logfile: %w", cerr)
 	}
 	return err
@@ -156,7 +153,7 @@ func traceOptionsFrom(cfg *config) traceOptions {
 		Proto:    cfg.trProto,
 		Port:     cfg.trPort,
 		MaxHops:  cfg.trMaxHops,
-		Timeout:  time.Duration(cfg.trTimeout * float64(time.Second)),
+		Timeout:  seconds2dur(cfg.trTimeout),
 		Queries:  cfg.trQueries,
 		Parallel: cfg.trParallel,
 		Names:    !cfg.numeric,

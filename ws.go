@@ -48,7 +48,6 @@ const (
 	statusNormal          statusCode = 1000
 	statusGoingAway       statusCode = 1001
 	statusProtocolError   statusCode = 1002
-	statusUnsupportedData statusCode = 1003
 	statusNoStatus        statusCode = 1005 // never on the wire: an empty close payload
 	statusInvalidPayload  statusCode = 1007
 	statusPolicyViolation statusCode = 1008
@@ -906,8 +905,7 @@ type frameBatch struct {
 	used    int
 	vec     net.Buffers // backing array of iovecs, reused
 	out     net.Buffers // the slice of vec handed to writev, consumed by it
-	bytes   int
-	flat    []byte // for connections without writev: the batch in one piece
+	flat    []byte      // for connections without writev: the batch in one piece
 }
 
 // newBatch makes a batch for up to frames frames, each with a masked
@@ -942,11 +940,7 @@ func (b *frameBatch) add(op opcode, prefix, filler []byte) {
 	if len(filler) > 0 {
 		b.vec = append(b.vec, filler)
 	}
-	b.bytes += n + m + len(filler)
 }
-
-// len is the number of bytes the batch holds.
-func (b *frameBatch) len() int { return b.bytes }
 
 // flush sends the batch in one system call (writev, or one Write of a
 // flattened copy where the connection has no writev) and empties it.
@@ -974,7 +968,7 @@ func (b *frameBatch) flush() error {
 func (b *frameBatch) reset() {
 	clear(b.vec)
 	b.vec = b.vec[:0]
-	b.used, b.bytes = 0, 0
+	b.used = 0
 }
 
 // ---- closing ----
