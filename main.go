@@ -344,7 +344,7 @@ func parseArgs(args []string) (*config, error) {
 			return c, c.check()
 		case strings.HasPrefix(a, "--"):
 			name, val, hasVal := strings.Cut(a[2:], "=")
-			o := findLong(name, tracing)
+			o := findLong(name)
 			if o == nil {
 				return nil, fmt.Errorf("unknown option --%s", name)
 			}
@@ -393,9 +393,10 @@ func parseArgs(args []string) (*config, error) {
 	return c, c.check()
 }
 
-func findLong(name string, tracing bool) *option {
+// findLong resolves a long name; long names are unique, so no mode is needed.
+func findLong(name string) *option {
 	for i := range options {
-		if options[i].long == name && (options[i].short != 'n' || (options[i].modes == inTrace) == tracing) {
+		if options[i].long == name {
 			return &options[i]
 		}
 	}
