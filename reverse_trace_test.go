@@ -10,6 +10,10 @@ import (
 	"time"
 )
 
+// noDNS sends the servers' hop-name lookups to a closed loopback port, so
+// the tests ask no DNS server outside this machine.
+const noDNS = "127.0.0.1:1"
+
 func TestTraceLimiter(t *testing.T) {
 	a, b := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("2001:db8::1")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -111,7 +115,7 @@ func TestReverseTraceTargetsThePeer(t *testing.T) {
 	// saw, so only the last one can be believed.
 	forwarded := http.Header{"X-Forwarded-For": {"198.18.7.7, 127.0.0.2"}}
 
-	plain := startE2EServer(t, "--no-geo", "--reverse-traceroute-limit", "100")
+	plain := startE2EServer(t, "--no-geo", "--dns", noDNS, "--reverse-traceroute-limit", "100")
 	if target, refusal := reverseTraceTarget(t, plain, req, nil); target != "127.0.0.1" {
 		t.Errorf("the server traced %q (refusal %q); it must trace the peer, 127.0.0.1, never an address the client names", target, refusal)
 	}
@@ -119,7 +123,7 @@ func TestReverseTraceTargetsThePeer(t *testing.T) {
 		t.Errorf("without --trust-proxy the server followed X-Forwarded-For to %q", target)
 	}
 
-	proxied := startE2EServer(t, "--no-geo", "--trust-proxy")
+	proxied := startE2EServer(t, "--no-geo", "--dns", noDNS, "--trust-proxy")
 	if target, refusal := reverseTraceTarget(t, proxied, req, forwarded); target != "127.0.0.2" {
 		t.Errorf("with --trust-proxy the target is %q (refusal %q), want the last X-Forwarded-For address 127.0.0.2", target, refusal)
 	}
@@ -129,7 +133,7 @@ func TestReverseTraceTargetsThePeer(t *testing.T) {
 }
 
 func TestReverseTraceLoopback(t *testing.T) {
-	srv := startE2EServer(t, "--no-geo", "--reverse-traceroute-limit", "1")
+	srv := startE2EServer(t, "--no-geo", "--dns", noDNS, "--reverse-traceroute-limit", "1")
 	r := e2eRun(srv.args("--reverse-traceroute", "-J", "--tr-timeout", "0.5", "--no-geo")...)
 	if r.code != exitOK {
 		t.Fatalf("reverse traceroute over loopback: %v", r)
