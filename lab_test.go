@@ -644,11 +644,7 @@ func TestLabTraceroute(t *testing.T) {
 	t.Run("silent hop", func(t *testing.T) {
 		labNeeds(t, "nft")
 		tl := tl.sub(t)
-		r2 := tl.router(2)
-		tl.run(r2, "nft", "add", "table", "inet", "wperflab")
-		tl.run(r2, "nft", "add", "chain", "inet", "wperflab", "out", "{", "type", "filter", "hook", "output", "priority", "0", ";", "}")
-		tl.run(r2, "nft", "add", "rule", "inet", "wperflab", "out", "icmp", "type", "time-exceeded", "drop")
-		tl.run(r2, "nft", "add", "rule", "inet", "wperflab", "out", "icmpv6", "type", "time-exceeded", "drop")
+		tl.silence(tl.router(2))
 		const timeout = time.Second
 		for _, f := range families {
 			for _, parallel := range []string{"0", "1"} {
@@ -678,6 +674,16 @@ func TestLabTraceroute(t *testing.T) {
 			}
 		}
 	})
+}
+
+// silence makes the router in ns drop the time-exceeded messages it
+// would send (IPv4 and IPv6), so it shows as a silent hop.
+func (tl *traceLab) silence(ns string) {
+	tl.t.Helper()
+	tl.run(ns, "nft", "add", "table", "inet", "wperfsilent")
+	tl.run(ns, "nft", "add", "chain", "inet", "wperfsilent", "out", "{", "type", "filter", "hook", "output", "priority", "0", ";", "}")
+	tl.run(ns, "nft", "add", "rule", "inet", "wperfsilent", "out", "icmp", "type", "time-exceeded", "drop")
+	tl.run(ns, "nft", "add", "rule", "inet", "wperfsilent", "out", "icmpv6", "type", "time-exceeded", "drop")
 }
 
 // checkHops asserts the lab's four hops, each with its DNS name, ASN,

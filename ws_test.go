@@ -232,11 +232,26 @@ func (rc *wtRaw) write(b []byte, chop int) {
 
 // readServerFrame reads one frame from the server, which must not mask it.
 func (rc *wtRaw) readServerFrame() (first byte, payload []byte, err error) {
+	return rc.readFrame(false)
+}
+
+// readClientFrame reads a frame from a client, unmasking it; for raw servers.
+func (rc *wtRaw) readClientFrame() (first byte, payload []byte, err error) {
+	return rc.readFrame(true)
+}
+
+// readFrame is the test's own frame reader, independent of ws.go's, so
+// the engine is never checked against itself. masked says which side
+// sent the frame: a client must mask, a server must not.
+func (rc *wtRaw) readFrame(masked bool) (first byte, payload []byte, err error) {
 	var h [10]byte
 	if _, err := io.ReadFull(rc.br, h[:2]); err != nil {
 		return 0, nil, err
 	}
-	if h[1]&0x80 != 0 {
+	switch {
+	case masked && h[1]&0x80 == 0:
+		return 0, nil, errors.New("client sent an unmasked frame")
+	case !masked && h[1]&0x80 != 0:
 		return 0, nil, errors.New("server sent a masked frame")
 	}
 	length := uint64(h[1] & 0x7f)
@@ -252,50 +267,22 @@ func (rc *wtRaw) readServerFrame() (first byte, payload []byte, err error) {
 		}
 		length = binary.BigEndian.Uint64(h[2:])
 	}
-	if length > 64<<20 {
-		return 0, nil, fmt.Errorf("server frame of %d bytes", length)
-	}
-	payload = make([]byte, length)
-	if _, err := io.ReadFull(rc.br, payload); err != nil {
-		return 0, nil, err
-	}
-	return h[0], payload, nil
-}
-
-// readClientFrame reads a frame from a client, unmasking it; for raw servers.
-func (rc *wtRaw) readClientFrame() (first byte, payload []byte, err error) {
-	var h [14]byte
-	if _, err := io.ReadFull(rc.br, h[:2]); err != nil {
-		return 0, nil, err
-	}
-	if h[1]&0x80 == 0 {
-		return 0, nil, errors.New("client sent an unmasked frame")
-	}
-	length := uint64(h[1] & 0x7f)
-	switch length {
-	case 126:
-		if _, err := io.ReadFull(rc.br, h[2:4]); err != nil {
-			return 0, nil, err
-		}
-		length = uint64(binary.BigEndian.Uint16(h[2:]))
-	case 127:
-		if _, err := io.ReadFull(rc.br, h[2:10]); err != nil {
-			return 0, nil, err
-		}
-		length = binary.BigEndian.Uint64(h[2:])
-	}
 	var key [4]byte
-	if _, err := io.ReadFull(rc.br, key[:]); err != nil {
-		return 0, nil, err
+	if masked {
+		if _, err := io.ReadFull(rc.br, key[:]); err != nil {
+			return 0, nil, err
+		}
 	}
 	if length > 64<<20 {
-		return 0, nil, fmt.Errorf("client frame of %d bytes", length)
+		return 0, nil, fmt.Errorf("frame of %d bytes", length)
 	}
 	payload = make([]byte, length)
 	if _, err := io.ReadFull(rc.br, payload); err != nil {
 		return 0, nil, err
 	}
-	wtMaskBytes(key, 0, payload)
+	if masked {
+		wtMaskBytes(key, 0, payload)
+	}
 	return h[0], payload, nil
 }
 
