@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -31,11 +32,11 @@ func runClient(ctx context.Context, cfg *config, stdout io.Writer) error {
 		return err
 	}
 	defer out.Close()
+	if cfg.reverseTrace {
+		return runReverseTrace(ctx, cfg, out)
+	}
 	rep := newReporter(cfg, out)
 	t := &clientTest{cfg: cfg, rep: rep, idle: seconds2dur(cfg.idleTimeout)}
-	if cfg.reverseTrace {
-		return t.reverseTrace(ctx, out)
-	}
 	return rep.finish(t.run(ctx))
 }
 
@@ -103,29 +104,24 @@ func requestFrom(cfg *config) testRequest {
 	return req
 }
 
-// dialOpts are the options for one connection to the server; streams
-// also get the socket options and a large read buffer.
-func (t *clientTest) dialOpts(isStream bool) dialOptions {
-	cfg := t.cfg
-	d := net.Dialer{}
+// controlDialOptions are the options of a connection to the server that
+// carries control messages: the subprotocol, the token, -B and -4/-6.
+func controlDialOptions(cfg *config, control sockControl) dialOptions {
+	d := net.Dialer{Control: control}
 	if cfg.bind != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.bind)}
-	}
-	opt := dialOptions{subprotocols: []string{subprotocolV1}, header: http.Header{}}
-	if isStream {
-		d.Control = t.sockOpts().preConnect
-		opt.readBuffer = streamReadBuffer(t.cfg.length, t.req.streamCount())
-		opt.maxMessage = streamMaxMessage(t.cfg.length)
-	} else {
-		// Room for the server's report of a long test (--get-server-output).
-		opt.maxMessage = 64 << 20
 	}
 	network := "tcp"
 	if cfg.family != 0 {
 		network += strconv.Itoa(cfg.family)
 	}
-	opt.dial = func(ctx context.Context, _, addr string) (net.Conn, error) {
-		return d.DialContext(ctx, network, addr)
+	opt := dialOptions{
+		subprotocols: []string{subprotocolV1},
+		header:       http.Header{},
+		connOptions:  connOptions{maxMessage: maxReportMessage},
+		dial: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
 	}
 	if cfg.token != "" {
 		opt.header.Set("Authorization", "Bearer "+cfg.token)
@@ -133,16 +129,15 @@ func (t *clientTest) dialOpts(isStream bool) dialOptions {
 	return opt
 }
 
-func (t *clientTest) sockOpts() sockOpts {
-	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.cfg.noDelay}
-}
+// sockControl is a dialer's hook for socket options set before connect.
+type sockControl = func(network, address string, rc syscall.RawConn) error
 
-// dial opens one connection, turning handshake refusals into the
-// messages users need.
-func (t *clientTest) dial(ctx context.Context, isStream bool) (*wsConn, error) {
-	ctx, cancel := context.WithTimeout(ctx, seconds2dur(t.cfg.connectTimeout))
+// dialServer opens one connection to the server at u, turning handshake
+// refusals into the messages users need.
+func dialServer(ctx context.Context, cfg *config, u *url.URL, opt dialOptions) (*wsConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, seconds2dur(cfg.connectTimeout))
 	defer cancel()
-	c, err := dialWS(ctx, t.url.String(), t.dialOpts(isStream))
+	c, err := dialWS(ctx, u.String(), opt)
 	var he *handshakeError
 	switch {
 	case err == nil:
@@ -150,11 +145,27 @@ func (t *clientTest) dial(ctx context.Context, isStream bool) (*wsConn, error) {
 	case errors.As(err, &he) && he.Status == http.StatusUnauthorized:
 		return nil, errAuthFailed
 	case errors.As(err, &he):
-		return nil, fmt.Errorf("server %s refused the connection: %w", t.url.Host, err)
+		return nil, fmt.Errorf("server %s refused the connection: %w", u.Host, err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return nil, fmt.Errorf("unable to connect to server %s: no answer within %gs (--connect-timeout)", t.url.Host, t.cfg.connectTimeout)
+		return nil, fmt.Errorf("unable to connect to server %s: no answer within %gs (--connect-timeout)", u.Host, cfg.connectTimeout)
 	}
-	return nil, fmt.Errorf("unable to connect to server %s: %w", t.url.Host, err)
+	return nil, fmt.Errorf("unable to connect to server %s: %w", u.Host, err)
+}
+
+func (t *clientTest) sockOpts() sockOpts {
+	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.cfg.noDelay}
+}
+
+// dial opens the control connection, or with isStream a stream, which
+// also gets the socket options and a read buffer sized for the test.
+func (t *clientTest) dial(ctx context.Context, isStream bool) (*wsConn, error) {
+	if !isStream {
+		return dialServer(ctx, t.cfg, t.url, controlDialOptions(t.cfg, nil))
+	}
+	opt := controlDialOptions(t.cfg, t.sockOpts().preConnect)
+	opt.readBuffer = streamReadBuffer(t.req.Length, t.req.streamCount())
+	opt.maxMessage = streamMaxMessage(t.req.Length)
+	return dialServer(ctx, t.cfg, t.url, opt)
 }
 
 func (t *clientTest) run(ctx context.Context) error {
@@ -204,7 +215,7 @@ func (t *clientTest) negotiate() error {
 	if err := sendJSON(t.ctrl, t.req); err != nil {
 		return fmt.Errorf("send test request: %w", err)
 	}
-	msg, kind, err := t.readControl(seconds2dur(t.cfg.connectTimeout))
+	msg, kind, err := readControlMessage(t.ctrl, seconds2dur(t.cfg.connectTimeout))
 	if err != nil {
 		return fmt.Errorf("waiting for the server's answer: %w", err)
 	}
@@ -218,30 +229,6 @@ func (t *clientTest) negotiate() error {
 		return refusal(msg)
 	}
 	return fmt.Errorf("unexpected %q message from the server", kind)
-}
-
-// refusal turns a server's refuse or error message into an error.
-func refusal(msg []byte) error {
-	return fmt.Errorf("server refused the test: %s", peerReason(msg))
-}
-
-// peerReason is the "error" text of a refuse or error message, made safe
-// to print: it comes from the network.
-func peerReason(msg []byte) string {
-	var r refuseMsg
-	json.Unmarshal(msg, &r)
-	return cleanText(r.Error, maxControlPayload*4)
-}
-
-// readControl reads one control message within timeout.
-func (t *clientTest) readControl(timeout time.Duration) ([]byte, string, error) {
-	t.ctrl.SetReadDeadline(time.Now().Add(timeout))
-	_, msg, err := t.ctrl.ReadMessage(nil)
-	if err != nil {
-		return nil, "", err
-	}
-	kind, err := messageType(msg)
-	return msg, kind, err
 }
 
 // openStreams connects every stream at once and introduces each one.
@@ -285,7 +272,7 @@ func (t *clientTest) openStreams(ctx context.Context) ([]*stream, error) {
 
 // awaitStart waits for the server's go, or its reason for not giving one.
 func (t *clientTest) awaitStart() error {
-	msg, kind, err := t.readControl(seconds2dur(t.cfg.connectTimeout) + streamJoinTimeout)
+	msg, kind, err := readControlMessage(t.ctrl, seconds2dur(t.cfg.connectTimeout)+streamJoinTimeout)
 	if err != nil {
 		return fmt.Errorf("waiting for the test to start: %w", err)
 	}
@@ -301,10 +288,9 @@ func (t *clientTest) awaitStart() error {
 // measure runs the test proper and exchanges results.
 func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	req := &t.req
-	hardStop := 365 * 24 * time.Hour
-	if req.byteTarget() == 0 {
-		hardStop = seconds2dur(req.Omit+req.Time) + t.idle
-	}
+	// A sized test has no planned end: the server's --max-duration and
+	// the idle timeouts bound it.
+	hardStop := req.hardStop(t.idle, 365*24*time.Hour)
 	r := newTestRun(req, t.idle, hardStop)
 	r.keepIntervals = t.cfg.json
 	r.streams = streams
@@ -322,9 +308,10 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	onInterrupt := context.AfterFunc(ctx, func() { sendJSON(t.ctrl, map[string]string{"type": msgStop}) })
 	defer onInterrupt()
 
-	theirs := make(chan *resultsMsg, 1)
-	failed := make(chan error, 1)
-	go t.follow(r, cancelRun, theirs, failed, hardStop)
+	watch := watchControl(t.ctrl, hardStop+t.idle, "the server", nil, func() {
+		cancelRun()
+		abortAll(r.streams)
+	})
 
 	runErr := r.run(runCtx)
 	if runErr != nil {
@@ -332,7 +319,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		// connection, which can arrive just after its streams drop: a
 		// short wait gets the reason rather than "connection reset".
 		select {
-		case err := <-failed:
+		case err := <-watch.failed:
 			runErr = err
 		case <-time.After(500 * time.Millisecond):
 		}
@@ -345,8 +332,8 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	}
 	var server *resultsMsg
 	select {
-	case server = <-theirs:
-	case err := <-failed:
+	case server = <-watch.results:
+	case err := <-watch.failed:
 		t.rep.end(t.view(nil))
 		return err
 	case <-time.After(t.idle):
@@ -361,138 +348,19 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	return nil
 }
 
-// follow reads the control connection during the test: the server's
-// results, or its report that the test failed.
-func (t *clientTest) follow(r *testRun, cancel context.CancelFunc, results chan<- *resultsMsg, failed chan<- error, hardStop time.Duration) {
-	t.ctrl.SetReadDeadline(time.Now().Add(hardStop + t.idle))
-	for {
-		_, msg, err := t.ctrl.ReadMessage(nil)
-		if err != nil {
-			failed <- fmt.Errorf("lost the server: %w", err)
-			cancel()
-			abortAll(r.streams)
-			return
-		}
-		kind, _ := messageType(msg)
-		switch kind {
-		case msgResults:
-			var res resultsMsg
-			if err := json.Unmarshal(msg, &res); err != nil {
-				failed <- fmt.Errorf("bad results from the server: %w", err)
-				return
-			}
-			results <- &res
-			return
-		case msgRefuse, msgError:
-			failed <- fmt.Errorf("the server ended the test: %s", peerReason(msg))
-			cancel()
-			abortAll(r.streams)
-			return
-		}
+// view assembles the client's report of a test; server may be nil when
+// its results never came.
+func (t *clientTest) view(server *resultsMsg) *testView {
+	v := t.rep.view
+	v.local = t.r.results()
+	v.localCPU = t.r.cpu
+	v.localCong = t.r.congestion
+	if server != nil {
+		v.remote = server.Streams
+		v.remoteCPU = server.CPU
+		v.remoteCong = server.Congestion
+		v.serverText = server.ServerText
+		v.serverJSON = server.ServerJSON
 	}
-}
-
-func abortAll(streams []*stream) {
-	for _, s := range streams {
-		s.conn.Abort()
-	}
-}
-
-// reverseTrace asks the server to trace the route back to us and prints
-// each hop as it arrives, as a local traceroute would; -J collects them
-// into one document instead. It needs no privileges here.
-func (t *clientTest) reverseTrace(ctx context.Context, out *lineWriter) error {
-	report := reverseTraceReport{traceReport: traceReport{Protocol: t.cfg.trProto, Hops: []traceHop{}}, Reverse: true}
-	err := t.followTrace(ctx, func(start traceStartMsg) {
-		start.Target, start.Protocol = cleanText(start.Target, 64), cleanText(start.Protocol, 8)
-		report.Target, report.Address, report.Protocol = start.Target, start.Target, start.Protocol
-		report.From = t.url.Host
-		if !t.cfg.json {
-			out.printf("reverse traceroute from %s to %s (this client, as the server sees it), %d hops max, %s probes",
-				t.url.Host, start.Target, start.MaxHops, start.Protocol)
-		}
-	}, func(h traceHop) {
-		if t.cfg.json {
-			report.Hops = append(report.Hops, h)
-			return
-		}
-		out.println(formatHop(h))
-	})
-	if !t.cfg.json {
-		return err
-	}
-	if err != nil {
-		report.Error = err.Error()
-	}
-	b, _ := json.MarshalIndent(report, "", "\t")
-	out.raw(string(b) + "\n")
-	if err != nil {
-		return fmt.Errorf("%w: %w", errReported, err)
-	}
-	return nil
-}
-
-// reverseTraceReport is the -J document of a reverse traceroute: a
-// traceroute's, plus where it ran from.
-type reverseTraceReport struct {
-	traceReport
-	From    string `json:"from"`
-	Reverse bool   `json:"reverse"`
-}
-
-// followTrace runs the reverse-traceroute exchange on its own control
-// connection.
-func (t *clientTest) followTrace(ctx context.Context, onStart func(traceStartMsg), onHop func(traceHop)) error {
-	var err error
-	if t.url, err = targetURL(t.cfg); err != nil {
-		return err
-	}
-	if t.ctrl, err = t.dial(ctx, false); err != nil {
-		return err
-	}
-	defer t.ctrl.Abort()
-	stop := context.AfterFunc(ctx, t.ctrl.Abort)
-	defer stop()
-	req := traceRequest{Type: msgTrace, Version: protocolVersion, Proto: t.cfg.trProto, MaxHops: t.cfg.trMaxHops,
-		Queries: t.cfg.trQueries, Timeout: t.cfg.trTimeout, Geo: !t.cfg.noGeo, Client: software}
-	if err := sendJSON(t.ctrl, req); err != nil {
-		return fmt.Errorf("send trace request: %w", err)
-	}
-	// A hop can take its probes' timeout plus the server's lookups.
-	wait := seconds2dur(t.cfg.connectTimeout) + time.Duration(t.cfg.trQueries)*seconds2dur(t.cfg.trTimeout) + 5*time.Second
-	for {
-		msg, kind, err := t.readControl(wait)
-		if err != nil {
-			if ctx.Err() != nil {
-				return errInterrupted
-			}
-			return fmt.Errorf("reverse traceroute: %w", err)
-		}
-		switch kind {
-		case msgTraceStart:
-			var m traceStartMsg
-			if err := json.Unmarshal(msg, &m); err != nil {
-				return fmt.Errorf("bad trace_start from the server: %w", err)
-			}
-			onStart(m)
-		case msgTraceHop:
-			var m hopMsg
-			if err := json.Unmarshal(msg, &m); err != nil {
-				return fmt.Errorf("bad hop from the server: %w", err)
-			}
-			onHop(m.Hop)
-		case msgTraceEnd:
-			var m traceEndMsg
-			json.Unmarshal(msg, &m)
-			t.ctrl.Close(statusNormal, "done")
-			if m.Error != "" {
-				return fmt.Errorf("reverse traceroute: %s", cleanText(m.Error, maxControlPayload*4))
-			}
-			return nil
-		case msgRefuse, msgError:
-			return fmt.Errorf("server refused the reverse traceroute: %s", peerReason(msg))
-		default:
-			return fmt.Errorf("unexpected %q message from the server", kind)
-		}
-	}
+	return v
 }

@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 )
 
 const (
@@ -128,22 +127,6 @@ func countryCode(s string) string {
 	s = strings.TrimSpace(s)
 	if len(s) != 2 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z' {
 		return ""
-	}
-	return s
-}
-
-// cleanText drops what a terminal would interpret (control characters,
-// escape sequences) and cuts s to max runes.
-func cleanText(s string, max int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return -1
-	}, s)
-	s = strings.TrimSpace(s)
-	if r := []rune(s); len(r) > max {
-		s = string(r[:max])
 	}
 	return s
 }

@@ -170,7 +170,7 @@ func defaultConfig() *config {
 		idleTimeout:       30,
 		maxClients:        16,
 		maxDuration:       3600,
-		maxParallel:       128,
+		maxParallel:       maxParallel,
 		reverseTraceLimit: 6,
 		duration:          10,
 		interval:          1,
@@ -237,7 +237,7 @@ var options = []option{
 	{0, "idle-timeout", "SEC", inServer, "drop a client silent for this long (default 30)", seconds(func(c *config) *float64 { return &c.idleTimeout }, 0.1, 86400)},
 	{0, "max-clients", "N", inServer, "tests served at once (default 16)", intIn(func(c *config) *int { return &c.maxClients }, 1, 100000)},
 	{0, "max-duration", "SEC", inServer, "longest test accepted (default 3600)", seconds(func(c *config) *float64 { return &c.maxDuration }, 1, 365*86400)},
-	{0, "max-parallel", "N", inServer, "most streams in one test (default 128)", intIn(func(c *config) *int { return &c.maxParallel }, 1, 128)},
+	{0, "max-parallel", "N", inServer, "most streams in one test (default 128)", intIn(func(c *config) *int { return &c.maxParallel }, 1, maxParallel)},
 	{0, "no-reverse-traceroute", "", inServer, "refuse reverse traceroute requests", flag(func(c *config) *bool { return &c.noReverseTrace })},
 	{0, "reverse-traceroute-limit", "N", inServer, "reverse traceroutes per client address per minute (default 6)", intIn(func(c *config) *int { return &c.reverseTraceLimit }, 1, 1000)},
 	{0, "trust-proxy", "", inServer, "believe X-Forwarded-For / X-Real-IP (behind your own reverse proxy)", flag(func(c *config) *bool { return &c.trustProxy })},
@@ -249,14 +249,14 @@ var options = []option{
 	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test)", seconds(func(c *config) *float64 { return &c.interval }, 0, 86400)},
 	{'R', "reverse", "", inClient, "the server sends, the client receives", flag(func(c *config) *bool { return &c.reverse })},
 	{0, "bidir", "", inClient, "send and receive at the same time", flag(func(c *config) *bool { return &c.bidir })},
-	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intIn(func(c *config) *int { return &c.parallel }, 1, 128)},
+	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intIn(func(c *config) *int { return &c.parallel }, 1, maxParallel)},
 	{'O', "omit", "SEC", inClient, "leave the first SEC seconds out of the results", seconds(func(c *config) *float64 { return &c.omit }, 0, 86400)},
 
 	// client: socket and message
 	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M)", func(c *config, v string) error {
 		n, err := parseSize(v)
-		if err != nil || n < 1 || n > 16<<20 {
-			return fmt.Errorf("bad --length %q: want 1 to 16M", v)
+		if err != nil || n < 1 || n > maxLength {
+			return fmt.Errorf("bad --length %q: want 1 to %dM", v, maxLength>>20)
 		}
 		c.length = int(n)
 		return nil
@@ -495,8 +495,8 @@ func (c *config) checkClient() error {
 		return errors.New("-n and -k exclude each other")
 	case c.json && c.jsonStream:
 		return errors.New("-J and --json-stream exclude each other")
-	case c.interval > 0 && c.interval < 0.1:
-		return errors.New("-i must be 0 (off) or at least 0.1")
+	case c.interval > 0 && c.interval < minInterval:
+		return fmt.Errorf("-i must be 0 (off) or at least %g", minInterval)
 	case c.bind != "" && net.ParseIP(c.bind) == nil:
 		return fmt.Errorf("bad --bind %q: want an IP address", c.bind)
 	case c.blocks > math.MaxInt64/int64(c.length):

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 )
 
 // subprotocolV1 is the Sec-WebSocket-Protocol name of this protocol. A
@@ -74,10 +75,25 @@ type testRequest struct {
 	Client       string `json:"client,omitempty"` // software and version, for logs
 }
 
-// Bounds of a test request.
+// Bounds of a test request, shared by the client's option checks and the
+// server's request checks.
 const (
 	maxLength   = 16 << 20 // the largest message a test may ask for
+	maxParallel = 128      // streams per direction
 	minInterval = 0.1      // seconds between interval reports, as iperf3 allows
+)
+
+// Limits of the control channel.
+const (
+	// maxControlMessage is the largest control message either side
+	// accepts, and so the smallest message limit of any connection.
+	maxControlMessage = 1 << 20
+	// maxReportMessage is the client's limit for control messages: the
+	// server's results may carry its whole report of a long test
+	// (--get-server-output).
+	maxReportMessage = 64 << 20
+	// streamJoinTimeout bounds how long a test waits for all its streams.
+	streamJoinTimeout = 10 * time.Second
 )
 
 // check validates a request against the protocol's own bounds (the
@@ -94,8 +110,8 @@ func (r *testRequest) check() error {
 		return fmt.Errorf("protocol %q is not supported", r.Protocol)
 	case r.Length < 1 || r.Length > maxLength:
 		return fmt.Errorf("length %d out of range 1..%d", r.Length, maxLength)
-	case r.Parallel < 1 || r.Parallel > 128:
-		return fmt.Errorf("parallel %d out of range 1..128", r.Parallel)
+	case r.Parallel < 1 || r.Parallel > maxParallel:
+		return fmt.Errorf("parallel %d out of range 1..%d", r.Parallel, maxParallel)
 	case r.Bytes < 0 || r.Blocks < 0 || r.Omit < 0 || r.Interval < 0 || r.Window < 0 || r.MSS < 0:
 		return errors.New("negative bytes, blocks, omit, interval, window or mss")
 	case r.Blocks > math.MaxInt64/int64(r.Length):
@@ -118,6 +134,25 @@ func (r *testRequest) byteTarget() int64 {
 		return r.Blocks * int64(r.Length)
 	}
 	return r.Bytes
+}
+
+// plannedSeconds is how long the test is meant to run, the omitted
+// period included; a sized test's length depends on the path, so only its
+// omitted period is planned.
+func (r *testRequest) plannedSeconds() float64 {
+	if r.byteTarget() > 0 {
+		return r.Omit
+	}
+	return r.Omit + r.Time
+}
+
+// hardStop is when a run of this test ends whatever happens: one idle
+// timeout past a timed test's plan, and never later than limit.
+func (r *testRequest) hardStop(idle, limit time.Duration) time.Duration {
+	if r.byteTarget() > 0 {
+		return limit
+	}
+	return min(limit, seconds2dur(r.plannedSeconds())+idle)
 }
 
 // streamCount is how many stream connections the test uses: one per
@@ -243,80 +278,91 @@ func messageType(b []byte) (string, error) {
 	return m.Type, nil
 }
 
-// Reverse traceroute: the client asks, on a control connection of its
-// own, for the route from the server back to the client's address as the
-// server sees it. The client never names the target.
-const (
-	msgTrace      = "trace"       // client → server: the request
-	msgTraceStart = "trace_start" // server → client: whom it traces
-)
-
-// traceRequest asks for a reverse traceroute; the server caps every field.
-type traceRequest struct {
-	Type    string  `json:"type"`
-	Version int     `json:"version"`
-	Proto   string  `json:"proto"`    // udp, icmp or tcp
-	MaxHops int     `json:"max_hops"` // 1..64
-	Queries int     `json:"queries"`  // 1..5
-	Timeout float64 `json:"timeout"`  // seconds per probe, 0.1..3
-	Geo     bool    `json:"geo"`      // ASN and country lookups
-	Client  string  `json:"client,omitempty"`
+// refusal turns a server's refuse or error message into an error.
+func refusal(msg []byte) error {
+	return fmt.Errorf("server refused the test: %s", peerReason(msg))
 }
 
-// Server-side bounds of a reverse traceroute.
-const (
-	maxReverseHops    = 64
-	maxReverseQueries = 5
-	minReverseTimeout = 0.1
-	maxReverseTimeout = 3.0
-)
-
-// check validates a request and fills its defaults.
-func (r *traceRequest) check() error {
-	switch {
-	case r.Version != protocolVersion:
-		return fmt.Errorf("protocol version %d is not supported (this server speaks %d)", r.Version, protocolVersion)
-	case r.Proto == "":
-		r.Proto = "udp"
-	case r.Proto != "udp" && r.Proto != "icmp" && r.Proto != "tcp":
-		return fmt.Errorf("unknown probe type %q", r.Proto)
-	}
-	if r.MaxHops == 0 {
-		r.MaxHops = 30
-	}
-	if r.Queries == 0 {
-		r.Queries = 3
-	}
-	if r.Timeout == 0 {
-		r.Timeout = 1
-	}
-	switch {
-	case r.MaxHops < 1 || r.MaxHops > maxReverseHops:
-		return fmt.Errorf("max_hops %d out of range 1..%d", r.MaxHops, maxReverseHops)
-	case r.Queries < 1 || r.Queries > maxReverseQueries:
-		return fmt.Errorf("queries %d out of range 1..%d", r.Queries, maxReverseQueries)
-	case !(r.Timeout >= minReverseTimeout && r.Timeout <= maxReverseTimeout):
-		return fmt.Errorf("timeout %g out of range %g..%g s", r.Timeout, minReverseTimeout, maxReverseTimeout)
-	}
-	return nil
+// peerReason is the "error" text of a refuse or error message, made safe
+// to print: it comes from the network.
+func peerReason(msg []byte) string {
+	var r refuseMsg
+	json.Unmarshal(msg, &r)
+	return cleanText(r.Error, maxControlPayload*4)
 }
 
-// traceStartMsg accepts a reverse traceroute and names its target.
-type traceStartMsg struct {
-	Type     string `json:"type"`
-	Target   string `json:"target"` // the client's address as the server sees it
-	Protocol string `json:"protocol"`
-	MaxHops  int    `json:"max_hops"`
+// refuse tells the client why and closes the control connection.
+func refuse(c *wsConn, code statusCode, why string) {
+	sendJSON(c, refuseMsg{Type: msgRefuse, Error: why})
+	c.Close(code, shortReason(errors.New(why)))
 }
 
-// hopMsg carries one hop, sent as soon as the hop is final.
-type hopMsg struct {
-	Type string   `json:"type"`
-	Hop  traceHop `json:"hop"`
+func sendJSON(c *wsConn, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c.SetWriteDeadline(time.Now().Add(closeWait))
+	return c.WriteMessage(opText, b)
 }
 
-// traceEndMsg ends a reverse traceroute; Error is set when it failed.
-type traceEndMsg struct {
-	Type  string `json:"type"`
-	Error string `json:"error,omitempty"`
+// readControlMessage reads one control message within timeout and
+// returns it with its type.
+func readControlMessage(c *wsConn, timeout time.Duration) ([]byte, string, error) {
+	c.SetReadDeadline(time.Now().Add(timeout))
+	_, msg, err := c.ReadMessage(nil)
+	if err != nil {
+		return nil, "", err
+	}
+	kind, err := messageType(msg)
+	return msg, kind, err
+}
+
+// controlWatch follows a test's control connection while the test runs,
+// on either end: the peer may ask to stop early, report that the test
+// failed, vanish, or send its results, which end the watch.
+type controlWatch struct {
+	results chan *resultsMsg // the peer's results, at most once
+	failed  chan error       // why the test cannot end normally, at most once
+}
+
+// watchControl starts following c for at most wait. peer names the other
+// end in errors ("the server"). onStop, if set, runs when the peer asks to
+// stop early; onFail runs before a failure is reported, to end this end's
+// run.
+func watchControl(c *wsConn, wait time.Duration, peer string, onStop, onFail func()) *controlWatch {
+	w := &controlWatch{results: make(chan *resultsMsg, 1), failed: make(chan error, 1)}
+	c.SetReadDeadline(time.Now().Add(wait))
+	go w.follow(c, peer, onStop, onFail)
+	return w
+}
+
+func (w *controlWatch) follow(c *wsConn, peer string, onStop, onFail func()) {
+	for {
+		_, msg, err := c.ReadMessage(nil)
+		if err != nil {
+			onFail()
+			w.failed <- fmt.Errorf("lost %s: %w", peer, err)
+			return
+		}
+		kind, _ := messageType(msg)
+		switch kind {
+		case msgStop:
+			if onStop != nil {
+				onStop()
+			}
+		case msgResults:
+			var res resultsMsg
+			if err := json.Unmarshal(msg, &res); err != nil {
+				w.failed <- fmt.Errorf("bad results from %s: %w", peer, err)
+				return
+			}
+			w.results <- &res
+			return
+		case msgRefuse, msgError:
+			onFail()
+			w.failed <- fmt.Errorf("%s ended the test: %s", peer, peerReason(msg))
+			return
+		}
+	}
 }

@@ -10,11 +10,12 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"sort"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 )
 
 // lineWriter writes whole lines, each prefixed with -T's title. Lines go
@@ -927,89 +928,30 @@ func (r *reporter) printVerboseEnd() {
 	}
 }
 
-// view assembles the client's report of a test; server may be nil when
-// its results never came.
-func (t *clientTest) view(server *resultsMsg) *testView {
-	v := t.rep.view
-	v.local = t.r.results()
-	v.localCPU = t.r.cpu
-	v.localCong = t.r.congestion
-	if server != nil {
-		v.remote = server.Streams
-		v.remoteCPU = server.CPU
-		v.remoteCong = server.Congestion
-		v.serverText = server.ServerText
-		v.serverJSON = server.ServerJSON
+// openOutput is standard output, or --logfile.
+func openOutput(cfg *config, stdout io.Writer) (*lineWriter, error) {
+	if cfg.logfile == "" {
+		return &lineWriter{w: stdout, title: cfg.title}, nil
 	}
-	return v
-}
-
-// view assembles the server's report of a test.
-func (t *serverTest) view(client *resultsMsg) *testView {
-	v := &testView{
-		req:      &t.sess.req,
-		isServer: true,
-		local:    t.r.results(),
-		localCPU: t.r.cpu,
-		started:  t.startedAt,
-		url:      "",
-	}
-	v.peerHost, v.peerPort = splitPeer(t.sess.peer)
-	v.localCong = t.r.congestion
-	for _, s := range t.r.streams {
-		nc := s.conn.netConn()
-		v.conns = append(v.conns, connInfo{id: s.id, local: nc.LocalAddr(), remote: nc.RemoteAddr()})
-	}
-	if len(t.r.streams) > 0 {
-		v.sockInfo = socketFacts(t.r.streams[0].conn.netConn())
-	}
-	if client != nil {
-		v.remote = client.Streams
-		v.remoteCPU = client.CPU
-		v.remoteCong = client.Congestion
-	}
-	return v
-}
-
-// splitPeer splits "host:port"; a bare address (from a proxy header)
-// comes back with port 0.
-func splitPeer(peer string) (string, int) {
-	h, p, err := net.SplitHostPort(peer)
+	f, err := os.OpenFile(cfg.logfile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return peer, 0
+		return nil, fmt.Errorf("open log file: %w", err)
 	}
-	n, _ := strconv.Atoi(p)
-	return h, n
+	return &lineWriter{w: f, closer: f, title: cfg.title}, nil
 }
 
-// logTest writes the server's record of one test: one text line, or one
-// JSON document on one line with -J.
-func (s *server) logTest(v *testView, runErr error) {
-	if s.cfg.json {
-		doc := v.document()
-		if runErr != nil {
-			doc.Error = runErr.Error()
+// cleanText drops what a terminal would interpret (control characters,
+// escape sequences) and cuts s to max runes.
+func cleanText(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
 		}
-		b, _ := json.Marshal(doc)
-		s.out.raw(string(b) + "\n")
-		return
+		return -1
+	}, s)
+	s = strings.TrimSpace(s)
+	if r := []rune(s); len(r) > max {
+		s = string(r[:max])
 	}
-	var bytes int64
-	var secs float64
-	for _, r := range v.local {
-		bytes += r.Bytes
-		secs = max(secs, r.Seconds)
-	}
-	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
-		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
-		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
-	if runErr != nil {
-		line += " error: " + runErr.Error()
-	}
-	s.out.println(line)
-}
-
-// sortStreams orders streams by id, the order every report uses.
-func sortStreams(ss []*stream) {
-	sort.Slice(ss, func(i, j int) bool { return ss[i].id < ss[j].id })
+	return s
 }

@@ -15,16 +15,11 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
-
-// streamJoinTimeout bounds how long a test waits for all its streams.
-const streamJoinTimeout = 10 * time.Second
 
 type server struct {
 	cfg  *config
@@ -163,7 +158,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c, err := upgrade(w, r, upgradeOptions{
 		subprotocols: []string{subprotocolV1},
-		connOptions:  connOptions{maxMessage: 1 << 20, readBuffer: 16 << 10},
+		connOptions:  connOptions{maxMessage: maxControlMessage, readBuffer: 16 << 10},
 	})
 	if err != nil {
 		return
@@ -243,32 +238,13 @@ func (s *server) handle(c *wsConn, peer string) {
 	}
 }
 
-// refuse tells the client why and closes the control connection.
-func refuse(c *wsConn, code statusCode, why string) {
-	sendJSON(c, refuseMsg{Type: msgRefuse, Error: why})
-	c.Close(code, shortReason(errors.New(why)))
-}
-
-func sendJSON(c *wsConn, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	c.SetWriteDeadline(time.Now().Add(closeWait))
-	return c.WriteMessage(opText, b)
-}
-
 // admit checks a request against the server's caps and, when it fits,
 // takes a slot and registers the session.
 func (s *server) admit(req *testRequest, peer string) (*session, statusCode, error) {
 	if err := req.check(); err != nil {
 		return nil, statusPolicyViolation, err
 	}
-	total := req.Omit
-	if req.byteTarget() == 0 {
-		total += req.Time
-	}
-	if total > s.cfg.maxDuration {
+	if total := req.plannedSeconds(); total > s.cfg.maxDuration {
 		return nil, statusPolicyViolation, fmt.Errorf("a %g s test exceeds this server's limit of %g s (--max-duration)", total, s.cfg.maxDuration)
 	}
 	if req.Parallel > s.cfg.maxParallel {
@@ -419,10 +395,7 @@ func (t *serverTest) run() {
 func (t *serverTest) prepare() (*testRun, error) {
 	s, req := t.srv, &t.sess.req
 	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay}
-	t.hardStop = seconds2dur(s.cfg.maxDuration) + s.idle
-	if req.byteTarget() == 0 {
-		t.hardStop = min(t.hardStop, seconds2dur(req.Omit+req.Time)+s.idle)
-	}
+	t.hardStop = req.hardStop(s.idle, seconds2dur(s.cfg.maxDuration)+s.idle)
 	r := newTestRun(req, s.idle, t.hardStop)
 	r.keepIntervals = s.cfg.json || req.ServerOutput != ""
 	t.r = r
@@ -448,16 +421,17 @@ func (t *serverTest) measure(r *testRun) (*resultsMsg, error) {
 		t.goodbye()
 		abortAll(r.streams)
 	})
-	clientResults := make(chan *resultsMsg, 1)
-	ctrlErr := make(chan error, 1)
-	go t.readControl(r, cancel, clientResults, ctrlErr, t.hardStop)
+	watch := watchControl(t.ctrl, t.hardStop+s.idle, "the client", r.stop, func() {
+		cancel()
+		r.stop()
+	})
 	if err := r.run(ctx); err != nil {
 		return nil, err
 	}
 	select {
-	case theirs := <-clientResults:
+	case theirs := <-watch.results:
 		return theirs, nil
-	case err := <-ctrlErr:
+	case err := <-watch.failed:
 		return nil, err
 	case <-time.After(s.idle):
 		return nil, errors.New("client sent no results")
@@ -516,41 +490,6 @@ func (t *serverTest) finish(r *testRun, theirs *resultsMsg, runErr error) {
 	t.ctrl.Close(statusNormal, "done")
 }
 
-// readControl follows the control connection during a test: a stop
-// request ends our senders early, the client's results end the test, and
-// a vanished client cancels it.
-func (t *serverTest) readControl(r *testRun, cancel context.CancelFunc, results chan<- *resultsMsg, failed chan<- error, hardStop time.Duration) {
-	t.ctrl.SetReadDeadline(time.Now().Add(hardStop + t.srv.idle))
-	for {
-		_, msg, err := t.ctrl.ReadMessage(nil)
-		if err != nil {
-			cancel()
-			r.stop()
-			failed <- fmt.Errorf("control connection: %w", err)
-			return
-		}
-		kind, err := messageType(msg)
-		if err != nil {
-			continue
-		}
-		switch kind {
-		case msgStop:
-			r.stop()
-		case msgResults:
-			var res resultsMsg
-			if json.Unmarshal(msg, &res) == nil {
-				results <- &res
-			}
-			return
-		case msgError:
-			cancel()
-			r.stop()
-			failed <- errors.New("client reported an error")
-			return
-		}
-	}
-}
-
 // logRefusal notes a refused test in the server's log.
 func (s *server) logRefusal(peer string, err error) {
 	if s.cfg.json {
@@ -559,18 +498,6 @@ func (s *server) logRefusal(peer string, err error) {
 		return
 	}
 	s.out.printf("%s refused %s: %v", time.Now().UTC().Format(time.RFC3339), peer, err)
-}
-
-// openOutput is standard output, or --logfile.
-func openOutput(cfg *config, stdout io.Writer) (*lineWriter, error) {
-	if cfg.logfile == "" {
-		return &lineWriter{w: stdout, title: cfg.title}, nil
-	}
-	f, err := os.OpenFile(cfg.logfile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open log file: %w", err)
-	}
-	return &lineWriter{w: f, closer: f, title: cfg.title}, nil
 }
 
 // serveEcho returns every text and binary message unchanged, as one frame,
@@ -618,146 +545,67 @@ func echoHandler(maxMessage int64, idle time.Duration) http.Handler {
 	})
 }
 
-// reverseTrace traces the route from here back to the client and streams
-// each hop to it as soon as the hop is known. The target is the client's
-// address as this server sees it (or as the trusted proxy says), never an
-// address the client names.
-func (s *server) reverseTrace(c *wsConn, req *traceRequest, peer string) {
-	target, err := peerIP(peer)
-	if err == nil && s.cfg.noReverseTrace {
-		err = errors.New("reverse traceroute is disabled on this server")
+// view assembles the server's report of a test.
+func (t *serverTest) view(client *resultsMsg) *testView {
+	v := &testView{
+		req:      &t.sess.req,
+		isServer: true,
+		local:    t.r.results(),
+		localCPU: t.r.cpu,
+		started:  t.startedAt,
+		url:      "",
 	}
-	if err == nil {
-		err = req.check()
+	v.peerHost, v.peerPort = splitPeer(t.sess.peer)
+	v.localCong = t.r.congestion
+	for _, s := range t.r.streams {
+		nc := s.conn.netConn()
+		v.conns = append(v.conns, connInfo{id: s.id, local: nc.LocalAddr(), remote: nc.RemoteAddr()})
 	}
-	if err == nil {
-		err = s.traces.begin(target, time.Now())
+	if len(t.r.streams) > 0 {
+		v.sockInfo = socketFacts(t.r.streams[0].conn.netConn())
 	}
-	if err != nil {
-		s.logRefusal(peer, err)
-		refuse(c, statusPolicyViolation, err.Error())
-		return
+	if client != nil {
+		v.remote = client.Streams
+		v.remoteCPU = client.CPU
+		v.remoteCong = client.Congestion
 	}
-	defer s.traces.end(target)
-
-	opt := traceOptions{
-		Proto:    req.Proto,
-		MaxHops:  req.MaxHops,
-		Queries:  req.Queries,
-		Timeout:  seconds2dur(req.Timeout),
-		Names:    true,
-		Resolver: s.resolver,
-	}
-	if req.Geo {
-		opt.Geo = s.geo
-	}
-	opt = opt.withDefaults()
-	if err := sendJSON(c, traceStartMsg{Type: msgTraceStart, Target: target.String(), Protocol: opt.Proto, MaxHops: opt.MaxHops}); err != nil {
-		c.Abort()
-		return
-	}
-	// The trace ends early if the client goes away or the server stops.
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	go func() {
-		c.SetReadDeadline(time.Now().Add(s.idle + time.Duration(opt.MaxHops*opt.Queries)*opt.Timeout))
-		c.ReadMessage(nil)
-		cancel()
-	}()
-	var sendErr error
-	traceErr := traceRoute(ctx, target, opt, func(h traceHop) {
-		if sendErr == nil {
-			sendErr = sendJSON(c, hopMsg{Type: msgTraceHop, Hop: h})
-		}
-	})
-	end := traceEndMsg{Type: msgTraceEnd}
-	if traceErr != nil {
-		end.Error = traceErr.Error()
-	}
-	if sendErr != nil {
-		c.Abort()
-		return
-	}
-	sendJSON(c, end)
-	c.Close(statusNormal, "trace done")
-	s.logTrace(peer, target, opt.Proto, traceErr)
+	return v
 }
 
-// peerIP is the address in a peer string: "host:port", or the bare
-// address a proxy header gives.
-func peerIP(peer string) (netip.Addr, error) {
-	host := peer
-	if h, _, err := net.SplitHostPort(peer); err == nil {
-		host = h
-	}
-	a, err := netip.ParseAddr(host)
+// splitPeer splits "host:port"; a bare address (from a proxy header)
+// comes back with port 0.
+func splitPeer(peer string) (string, int) {
+	h, p, err := net.SplitHostPort(peer)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("cannot trace back to %q: not an IP address", peer)
+		return peer, 0
 	}
-	return a.Unmap().WithZone(""), nil
+	n, _ := strconv.Atoi(p)
+	return h, n
 }
 
-func (s *server) logTrace(peer string, target netip.Addr, proto string, err error) {
+// logTest writes the server's record of one test: one text line, or one
+// JSON document on one line with -J.
+func (s *server) logTest(v *testView, runErr error) {
 	if s.cfg.json {
-		rec := map[string]string{"event": "reverse_traceroute", "peer": peer, "target": target.String(), "protocol": proto}
-		if err != nil {
-			rec["error"] = err.Error()
+		doc := v.document()
+		if runErr != nil {
+			doc.Error = runErr.Error()
 		}
-		b, _ := json.Marshal(rec)
-		s.out.println(string(b))
+		b, _ := json.Marshal(doc)
+		s.out.raw(string(b) + "\n")
 		return
 	}
-	line := fmt.Sprintf("%s %s reverse traceroute (%s) to %s", time.Now().UTC().Format(time.RFC3339), peer, proto, target)
-	if err != nil {
-		line += " error: " + err.Error()
+	var bytes int64
+	var secs float64
+	for _, r := range v.local {
+		bytes += r.Bytes
+		secs = max(secs, r.Seconds)
+	}
+	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
+		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
+		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
+	if runErr != nil {
+		line += " error: " + runErr.Error()
 	}
 	s.out.println(line)
-}
-
-// traceLimiter allows one reverse traceroute per client address at a time,
-// and at most perMinute of them per address in any minute, so the server
-// cannot be turned into a probe cannon.
-type traceLimiter struct {
-	mu        sync.Mutex
-	perMinute int
-	active    map[netip.Addr]bool
-	recent    map[netip.Addr][]time.Time
-}
-
-func newTraceLimiter(perMinute int) *traceLimiter {
-	return &traceLimiter{perMinute: perMinute, active: map[netip.Addr]bool{}, recent: map[netip.Addr][]time.Time{}}
-}
-
-// begin admits a trace to a at time now, or says why not.
-func (l *traceLimiter) begin(a netip.Addr, now time.Time) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.active[a] {
-		return errors.New("a reverse traceroute to your address is already running")
-	}
-	for addr, times := range l.recent {
-		kept := times[:0]
-		for _, t := range times {
-			if now.Sub(t) < time.Minute {
-				kept = append(kept, t)
-			}
-		}
-		if len(kept) == 0 {
-			delete(l.recent, addr)
-		} else {
-			l.recent[addr] = kept
-		}
-	}
-	if len(l.recent[a]) >= l.perMinute {
-		return fmt.Errorf("too many reverse traceroutes to your address: at most %d a minute (--reverse-traceroute-limit)", l.perMinute)
-	}
-	l.active[a] = true
-	l.recent[a] = append(l.recent[a], now)
-	return nil
-}
-
-func (l *traceLimiter) end(a netip.Addr) {
-	l.mu.Lock()
-	delete(l.active, a)
-	l.mu.Unlock()
 }

@@ -11,50 +11,11 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 )
-
-// sockOpts are the TCP options a client asks for on every stream; the
-// server applies the same ones to its end, as iperf3 does.
-type sockOpts struct {
-	window     int
-	mss        int
-	congestion string
-	noDelay    bool
-}
-
-// applyPortable sets what every OS supports after the connection exists.
-// Go turns Nagle's algorithm off by default; wperf leaves it on for
-// streams unless -N asks otherwise, like iperf3.
-func (o sockOpts) applyPortable(nc net.Conn) error {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	if err := tc.SetNoDelay(o.noDelay); err != nil {
-		return err
-	}
-	if o.window > 0 {
-		if err := tc.SetReadBuffer(o.window); err != nil {
-			return err
-		}
-		return tc.SetWriteBuffer(o.window)
-	}
-	return nil
-}
-
-// tcpRaw is one TCP_INFO sample; times in microseconds.
-type tcpRaw struct {
-	totalRetrans int64
-	sndCwnd      int64
-	sndWnd       int64
-	rtt          int64
-	rttVar       int64
-	pmtu         int64
-}
 
 // The payload pool: random, incompressible bytes that senders take their
 // frames from at rotating offsets, so no compressing middlebox flatters
@@ -305,7 +266,7 @@ func streamReadBuffer(length, streams int) int {
 
 // streamMaxMessage is the message limit on a stream: the test's length,
 // and never less than the control messages' limit.
-func streamMaxMessage(length int) int64 { return int64(max(length, 1<<20)) }
+func streamMaxMessage(length int) int64 { return int64(max(length, maxControlMessage)) }
 
 // Batching: a sender hands the kernel up to batchBytes per system call,
 // fewer when writes start to block, so the end of a timed test on a slow
@@ -635,4 +596,15 @@ func (r *testRun) cpuSince() cpuPercent {
 	pct := func(d time.Duration) float64 { return 100 * float64(d) / float64(wall) }
 	u, s := pct(user-r.cpuUser), pct(sys-r.cpuSys)
 	return cpuPercent{Total: u + s, User: u, System: s}
+}
+
+func abortAll(streams []*stream) {
+	for _, s := range streams {
+		s.conn.Abort()
+	}
+}
+
+// sortStreams orders streams by id, the order every report uses.
+func sortStreams(ss []*stream) {
+	sort.Slice(ss, func(i, j int) bool { return ss[i].id < ss[j].id })
 }

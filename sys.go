@@ -1,0 +1,46 @@
+package main
+
+import "net"
+
+// sys.go holds the socket options every OS supports; sys_linux.go and
+// sys_other.go add what only some have (TCP_INFO, congestion control,
+// CPU accounting).
+
+// sockOpts are the TCP options a client asks for on every stream; the
+// server applies the same ones to its end, as iperf3 does.
+type sockOpts struct {
+	window     int
+	mss        int
+	congestion string
+	noDelay    bool
+}
+
+// applyPortable sets what every OS supports after the connection exists.
+// Go turns Nagle's algorithm off by default; wperf leaves it on for
+// streams unless -N asks otherwise, like iperf3.
+func (o sockOpts) applyPortable(nc net.Conn) error {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	if err := tc.SetNoDelay(o.noDelay); err != nil {
+		return err
+	}
+	if o.window > 0 {
+		if err := tc.SetReadBuffer(o.window); err != nil {
+			return err
+		}
+		return tc.SetWriteBuffer(o.window)
+	}
+	return nil
+}
+
+// tcpRaw is one TCP_INFO sample; times in microseconds.
+type tcpRaw struct {
+	totalRetrans int64
+	sndCwnd      int64
+	sndWnd       int64
+	rtt          int64
+	rttVar       int64
+	pmtu         int64
+}
