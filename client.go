@@ -295,11 +295,8 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	r.keepIntervals = t.cfg.json
 	r.streams = streams
 	t.r = r
-	for _, s := range streams {
-		t.rep.addConn(s)
-	}
-	t.rep.started(r)
-	r.onMark = func(final bool) { t.rep.mark(r, final) }
+	t.rep.started(r.connections())
+	r.onMark = func(final bool) { t.rep.intervalClosed(r.latestIntervals(), final) }
 
 	// Ctrl-C: our senders stop through the context; the server's stop
 	// when we ask.

@@ -1,5 +1,10 @@
 package main
 
+// reverse_trace.go is both ends of the reverse traceroute: the client
+// asks, on a control connection of its own, for the route from the server
+// back to the client, and the server traces its peer's address (never one
+// the client names) within its limits, streaming each hop as it is final.
+
 import (
 	"context"
 	"encoding/json"
@@ -11,11 +16,6 @@ import (
 	"sync"
 	"time"
 )
-
-// reverse_trace.go is both ends of the reverse traceroute: the client
-// asks, on a control connection of its own, for the route from the server
-// back to the client, and the server traces its peer's address (never one
-// the client names) within its limits, streaming each hop as it is final.
 
 // runReverseTrace is -c HOST --reverse-traceroute: it asks the server to
 // trace the route back to us and prints each hop as it arrives, as a local

@@ -557,13 +557,7 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 	}
 	v.peerHost, v.peerPort = splitPeer(t.sess.peer)
 	v.localCong = t.r.congestion
-	for _, s := range t.r.streams {
-		nc := s.conn.netConn()
-		v.conns = append(v.conns, connInfo{id: s.id, local: nc.LocalAddr(), remote: nc.RemoteAddr()})
-	}
-	if len(t.r.streams) > 0 {
-		v.sockInfo = socketFacts(t.r.streams[0].conn.netConn())
-	}
+	v.conns, v.sockInfo = t.r.connections()
 	if client != nil {
 		v.remote = client.Streams
 		v.remoteCPU = client.CPU

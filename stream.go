@@ -585,6 +585,32 @@ func (r *testRun) results() []streamResult {
 	return out
 }
 
+// latestIntervals is each stream's most recent interval, for a live
+// report.
+func (r *testRun) latestIntervals() []streamResult {
+	out := make([]streamResult, 0, len(r.streams))
+	for _, s := range r.streams {
+		iv := s.intervals[len(s.intervals)-1]
+		out = append(out, streamResult{ID: s.id, Sender: s.sending, Intervals: []interval{iv}})
+	}
+	return out
+}
+
+// connections are the streams' socket addresses, and the socket facts
+// iperf3 reports, read from the first stream.
+func (r *testRun) connections() ([]connInfo, socketInfo) {
+	var conns []connInfo
+	for _, s := range r.streams {
+		nc := s.conn.netConn()
+		conns = append(conns, connInfo{id: s.id, local: nc.LocalAddr(), remote: nc.RemoteAddr()})
+	}
+	var sock socketInfo
+	if len(r.streams) > 0 {
+		sock = socketFacts(r.streams[0].conn.netConn())
+	}
+	return conns, sock
+}
+
 // cpuSince is this process's CPU use since the run started, as a share of
 // the wall time.
 func (r *testRun) cpuSince() cpuPercent {

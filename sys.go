@@ -1,10 +1,10 @@
 package main
 
-import "net"
-
 // sys.go holds the socket options every OS supports; sys_linux.go and
 // sys_other.go add what only some have (TCP_INFO, congestion control,
 // CPU accounting).
+
+import "net"
 
 // sockOpts are the TCP options a client asks for on every stream; the
 // server applies the same ones to its end, as iperf3 does.
