@@ -1,0 +1,287 @@
+package main
+
+// ws_handshake.go is the WebSocket opening handshake (RFC 6455 §4), both
+// sides of it: the server's upgrade of an HTTP request it takes over from
+// net/http, and the client's dial. Each ends in a wsConn (ws.go).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Sentinel errors of the opening handshake, before there is a connection
+// to close.
+var (
+	errBadHandshake   = errors.New("websocket handshake failed") // HTTP-level
+	errUnsupportedURL = errors.New("unsupported URL scheme")
+)
+
+// acceptGUID is the fixed string of §1.3 that proves the server read the key.
+const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + acceptGUID))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// headerTokens splits every value of a comma-separated header into
+// trimmed tokens.
+func headerTokens(h http.Header, name string) []string {
+	var out []string
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+func hasToken(h http.Header, name, token string) bool {
+	for _, t := range headerTokens(h, name) {
+		if strings.EqualFold(t, token) {
+			return true
+		}
+	}
+	return false
+}
+
+// isUpgrade tells a WebSocket opening handshake from a plain request.
+func isUpgrade(r *http.Request) bool {
+	return hasToken(r.Header, "Upgrade", "websocket") && hasToken(r.Header, "Connection", "upgrade")
+}
+
+// upgradeOptions are the server's choices for one upgrade.
+type upgradeOptions struct {
+	connOptions
+	subprotocols []string // ours, most preferred first
+}
+
+// upgrade answers a client's opening handshake (§4.2) and takes the
+// connection over from net/http. A bad request gets a plain 400 (426 for a
+// version we do not speak) and no upgrade.
+func upgrade(w http.ResponseWriter, r *http.Request, opt upgradeOptions) (*wsConn, error) {
+	fail := func(status int, why string) (*wsConn, error) {
+		if status == http.StatusUpgradeRequired {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		http.Error(w, why, status)
+		return nil, fmt.Errorf("%w: %s", errBadHandshake, why)
+	}
+	switch {
+	case r.Method != http.MethodGet:
+		return fail(http.StatusBadRequest, "websocket handshake must use GET")
+	case !hasToken(r.Header, "Upgrade", "websocket"):
+		return fail(http.StatusBadRequest, "missing Upgrade: websocket")
+	case !hasToken(r.Header, "Connection", "upgrade"):
+		return fail(http.StatusBadRequest, "missing Connection: upgrade")
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		return fail(http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version (want 13)")
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if raw, err := base64.StdEncoding.DecodeString(key); err != nil || len(raw) != 16 {
+		return fail(http.StatusBadRequest, "bad Sec-WebSocket-Key")
+	}
+	chosen := chooseSubprotocol(headerTokens(r.Header, "Sec-WebSocket-Protocol"), opt.subprotocols)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return fail(http.StatusInternalServerError, "connection cannot be taken over")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("hijack: %w", err)
+	}
+	nc.SetDeadline(time.Time{}) // net/http's timeouts end with HTTP
+	var resp bytes.Buffer
+	resp.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
+	resp.WriteString(acceptKey(key))
+	if chosen != "" {
+		resp.WriteString("\r\nSec-WebSocket-Protocol: ")
+		resp.WriteString(chosen)
+	}
+	resp.WriteString("\r\n\r\n")
+	nc.SetWriteDeadline(time.Now().Add(closeWait))
+	if _, err := nc.Write(resp.Bytes()); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("write handshake: %w", err)
+	}
+	nc.SetWriteDeadline(time.Time{})
+	// A client may send its first frame right behind the request; net/http
+	// may already have read it.
+	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	c := newConn(nc, false, opt.connOptions, buffered)
+	c.subprotocol = chosen
+	return c, nil
+}
+
+// chooseSubprotocol picks our most preferred protocol that the client
+// offered, or "" when we share none.
+func chooseSubprotocol(offered, ours []string) string {
+	for _, p := range ours {
+		for _, o := range offered {
+			if o == p {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// dialOptions are the client's choices for one connection.
+type dialOptions struct {
+	connOptions
+	header       http.Header // extra request headers, such as Authorization
+	subprotocols []string
+	// dial opens the transport; nil means a plain TCP dial. TLS and
+	// proxies plug in here.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// handshakeError is a server's refusal to upgrade: its HTTP status and
+// the start of its body, which usually says why.
+type handshakeError struct {
+	Status  int
+	Message string
+}
+
+func (e *handshakeError) Error() string {
+	msg := fmt.Sprintf("server answered %d %s", e.Status, http.StatusText(e.Status))
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}
+
+func (e *handshakeError) Unwrap() error { return errBadHandshake }
+
+// wsURL parses a ws:// (or http://) URL, adding the default port.
+func wsURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Scheme {
+	case "ws", "http":
+		if u.Port() == "" {
+			u.Host = net.JoinHostPort(u.Hostname(), "80")
+		}
+	default:
+		return nil, fmt.Errorf("%w %q (want ws://)", errUnsupportedURL, u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("URL %q has no host", raw)
+	}
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	return u, nil
+}
+
+// dialWS opens a WebSocket to rawURL (§4.1). The context bounds the TCP
+// connect and the handshake together.
+func dialWS(ctx context.Context, rawURL string, opt dialOptions) (*wsConn, error) {
+	u, err := wsURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	dial := opt.dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, err
+	}
+	c, err := clientHandshake(ctx, nc, u, opt)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, opt dialOptions) (*wsConn, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var raw [16]byte
+	rand.Read(raw[:])
+	key := base64.StdEncoding.EncodeToString(raw[:])
+	host := u.Host
+	if (u.Scheme == "ws" || u.Scheme == "http") && u.Port() == "80" {
+		host = strings.TrimSuffix(host, ":80")
+	}
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", u.RequestURI(), host)
+	fmt.Fprintf(&req, "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", key)
+	if len(opt.subprotocols) > 0 {
+		fmt.Fprintf(&req, "Sec-WebSocket-Protocol: %s\r\n", strings.Join(opt.subprotocols, ", "))
+	}
+	for name, vals := range opt.header {
+		for _, v := range vals {
+			if strings.ContainsAny(name+v, "\r\n") {
+				return nil, fmt.Errorf("header %q has a line break", name)
+			}
+			fmt.Fprintf(&req, "%s: %s\r\n", name, v)
+		}
+	}
+	req.WriteString("\r\n")
+	if _, err := nc.Write(req.Bytes()); err != nil {
+		return nil, handshakeIOError(ctx, err)
+	}
+
+	br := bufio.NewReaderSize(nc, 4<<10)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil {
+		return nil, handshakeIOError(ctx, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return nil, &handshakeError{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
+	}
+	switch {
+	case !hasToken(resp.Header, "Upgrade", "websocket"), !hasToken(resp.Header, "Connection", "upgrade"):
+		return nil, fmt.Errorf("%w: 101 without Upgrade: websocket", errBadHandshake)
+	case resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key):
+		return nil, fmt.Errorf("%w: wrong Sec-WebSocket-Accept", errBadHandshake)
+	case resp.Header.Get("Sec-WebSocket-Extensions") != "":
+		// We offer none, so the server may not pick any (§4.1).
+		return nil, fmt.Errorf("%w: server chose extensions we did not offer", errBadHandshake)
+	}
+	proto := resp.Header.Get("Sec-WebSocket-Protocol")
+	if proto != "" && chooseSubprotocol([]string{proto}, opt.subprotocols) == "" {
+		return nil, fmt.Errorf("%w: server chose subprotocol %q, which we did not offer", errBadHandshake, proto)
+	}
+	nc.SetDeadline(time.Time{})
+	buffered, _ := br.Peek(br.Buffered())
+	c := newConn(nc, true, opt.connOptions, buffered)
+	c.subprotocol = proto
+	return c, nil
+}
+
+// handshakeIOError prefers the context's reason (timeout, cancel) over the
+// I/O error it caused.
+func handshakeIOError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("websocket handshake: %w", ctx.Err())
+	}
+	return fmt.Errorf("websocket handshake: %w", err)
+}
