@@ -41,13 +41,13 @@ func runClient(ctx context.Context, cfg *config, stdout io.Writer) error {
 }
 
 type clientTest struct {
-	cfg  *config
-	rep  *reporter
-	idle time.Duration
-	url  *url.URL
-	req  testRequest
-	ctrl *wsConn
-	r    *testRun
+	cfg    *config
+	rep    *reporter
+	idle   time.Duration
+	url    *url.URL
+	req    testRequest
+	ctrl   *wsConn
+	engine *testRun
 }
 
 // targetURL turns -c and -p into the server's URL. A bare host gets
@@ -253,7 +253,7 @@ func (t *clientTest) openStreams(ctx context.Context) ([]*stream, error) {
 				return
 			}
 			streams[i] = &stream{id: i + 1, sending: sending, conn: c}
-			if err := t.sockOpts().applyPortable(c.netConn()); err != nil {
+			if err := t.sockOpts().applyPortable(c.NetConn()); err != nil {
 				errs[i] = fmt.Errorf("socket options: %w", err)
 				return
 			}
@@ -291,12 +291,12 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	// A sized test has no planned end: the server's --max-duration and
 	// the idle timeouts bound it.
 	hardStop := req.hardStop(t.idle, 365*24*time.Hour)
-	r := newTestRun(req, t.idle, hardStop)
-	r.keepIntervals = t.cfg.json
-	r.streams = streams
-	t.r = r
-	t.rep.started(r.connections())
-	r.onMark = func(final bool) { t.rep.intervalClosed(r.latestIntervals(), final) }
+	run := newTestRun(req, t.idle, hardStop)
+	run.keepIntervals = t.cfg.json
+	run.streams = streams
+	t.engine = run
+	t.rep.started(run.connections())
+	run.onIntervalClosed = func(final bool) { t.rep.intervalClosed(run.latestIntervals(), final) }
 
 	// Ctrl-C: our senders stop through the context; the server's stop
 	// when we ask.
@@ -307,10 +307,10 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 
 	watch := watchControl(t.ctrl, hardStop+t.idle, "the server", nil, func() {
 		cancelRun()
-		abortAll(r.streams)
+		abortAll(run.streams)
 	})
 
-	runErr := r.run(runCtx)
+	runErr := run.run(runCtx)
 	if runErr != nil {
 		// When the server ends a test it says why on the control
 		// connection, which can arrive just after its streams drop: a
@@ -323,7 +323,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		t.rep.end(t.view(nil))
 		return fmt.Errorf("test failed: %w", runErr)
 	}
-	mine := resultsMsg{Type: msgResults, Streams: r.summaries(), CPU: r.cpu, Congestion: r.congestion}
+	mine := resultsMsg{Type: msgResults, Streams: run.summaries(), CPU: run.cpu, Congestion: run.congestion}
 	if err := sendJSON(t.ctrl, mine); err != nil {
 		return fmt.Errorf("send results: %w", err)
 	}
@@ -349,9 +349,9 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 // its results never came.
 func (t *clientTest) view(server *resultsMsg) *testView {
 	v := t.rep.view
-	v.local = t.r.results()
-	v.localCPU = t.r.cpu
-	v.localCong = t.r.congestion
+	v.local = t.engine.results()
+	v.localCPU = t.engine.cpu
+	v.localCong = t.engine.congestion
 	if server != nil {
 		v.remote = server.Streams
 		v.remoteCPU = server.CPU

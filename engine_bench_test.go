@@ -48,7 +48,7 @@ func BenchmarkTransferDownload(b *testing.B) { benchTransfer(b, "-R") }
 // frame, which must be 0.
 func BenchmarkStreamFrame(b *testing.B) {
 	client, server := benchPair(b)
-	server.setLimits(streamMaxMessage(64<<10), streamReadBuffer(64<<10, 1))
+	server.SetLimits(streamMaxMessage(64<<10), streamReadBuffer(64<<10, 1))
 	req := &testRequest{Length: 64 << 10, Bytes: int64(b.N) * 64 << 10}
 	sender := newTestRun(req, time.Minute, time.Hour)
 	sender.streams = []*stream{{id: 1, sending: true, conn: client}}

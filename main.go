@@ -4,17 +4,32 @@
 //
 // The files of this package, one concern each:
 //
-//	main.go     options, their validation, mode dispatch, exit codes
-//	ws.go       RFC 6455: handshakes, frames, masking, control frames, close
-//	proto.go    the wperf.v1 wire messages
-//	stream.go   the engine both ends share: move, count, cut into intervals
-//	server.go   the HTTP server, sessions, caps and the server side of tests
-//	client.go   the client side of a test: streams, start, end, both counts
-//	report.go   text, JSON and JSON-stream output in iperf3's shapes
-//	trace.go    traceroute: probes, reply matching, hops (trace_*.go: the
-//	            unprivileged Linux prober, and its absence elsewhere)
-//	geo.go      ASN and country from Team Cymru's DNS
-//	sys_*.go    per-OS socket options, TCP_INFO and CPU accounting
+//	main.go          options, their validation, mode dispatch, exit codes
+//	proto.go         the wperf.v1 messages, their bounds (one name per
+//	                 limit) and the control channel: send, refuse, read
+//	                 one message, and the watch that follows a whole test
+//	client.go        the client side of a bandwidth test: dial, request,
+//	                 streams, start, results
+//	server.go        the HTTP server, its sessions and caps, the server
+//	                 side of a bandwidth test, and its log lines
+//	stream.go        the engine both ends share: move bytes, count them,
+//	                 close intervals
+//	reverse_trace.go both ends of the reverse traceroute, and its limits
+//	report.go        output: lines, units, the test view, the live reporter
+//	report_text.go   iperf3's text layout
+//	report_json.go   iperf3's -J document
+//	ws.go            RFC 6455 connection: read, write, control frames, close
+//	ws_frame.go      the frame codec: header, mask, UTF-8, close payload
+//	ws_handshake.go  the opening handshakes, server and client
+//	ws_batch.go      many frames in one writev, for bulk data
+//	trace.go         traceroute: the mode, the engine, hops
+//	trace_probe.go   probes and the matching of replies to them
+//	trace_socket.go  the probe sockets and the privilege fallback
+//	trace_linux.go   the unprivileged Linux prober (IP_RECVERR);
+//	                 trace_other.go says it is missing elsewhere
+//	geo.go           ASN and country from Team Cymru's DNS
+//	sys.go           socket options every OS has; sys_linux.go and
+//	                 sys_other.go: TCP_INFO, congestion, CPU accounting
 package main
 
 import (
@@ -216,7 +231,7 @@ var options = []option{
 		c.traceHost = v
 		return c.setMode(modeTrace)
 	}},
-	{'p', "port", "N", inServer | inClient, "server port (default 8765)", intIn(func(c *config) *int { return &c.port }, 1, 65535)},
+	{'p', "port", "N", inServer | inClient, "server port (default 8765)", intOpt(func(c *config) *int { return &c.port }, 1, 65535)},
 	{'B', "bind", "ADDR", inServer | inClient, "bind to this local address", func(c *config, v string) error { c.bind = v; return nil }},
 	{0, "token", "SECRET", inServer | inClient, "shared secret, sent as an Authorization: Bearer header", func(c *config, v string) error {
 		if v == "" {
@@ -227,30 +242,30 @@ var options = []option{
 	}},
 	{'4', "version4", "", inAll, "use IPv4 only", func(c *config, _ string) error { return c.setFamily(4) }},
 	{'6', "version6", "", inAll, "use IPv6 only", func(c *config, _ string) error { return c.setFamily(6) }},
-	{'J', "json", "", inAll, "print results as one JSON document", flag(func(c *config) *bool { return &c.json })},
+	{'J', "json", "", inAll, "print results as one JSON document", switchOpt(func(c *config) *bool { return &c.json })},
 	{0, "logfile", "FILE", inAll, "send output to FILE instead of standard output", func(c *config, v string) error { c.logfile = v; return nil }},
 	{0, "forceflush", "", inAll, "accepted for iperf3 scripts: output is never buffered", func(*config, string) error { return nil }},
-	{'V', "verbose", "", inAll, "more detailed output", flag(func(c *config) *bool { return &c.verbose })},
+	{'V', "verbose", "", inAll, "more detailed output", switchOpt(func(c *config) *bool { return &c.verbose })},
 
 	// server
-	{'1', "one-off", "", inServer, "serve one test, then exit", flag(func(c *config) *bool { return &c.oneOff })},
-	{0, "idle-timeout", "SEC", inServer, "drop a client silent for this long (default 30)", seconds(func(c *config) *float64 { return &c.idleTimeout }, 0.1, 86400)},
-	{0, "max-clients", "N", inServer, "tests served at once (default 16)", intIn(func(c *config) *int { return &c.maxClients }, 1, 100000)},
-	{0, "max-duration", "SEC", inServer, "longest test accepted (default 3600)", seconds(func(c *config) *float64 { return &c.maxDuration }, 1, 365*86400)},
-	{0, "max-parallel", "N", inServer, "most streams in one test (default 128)", intIn(func(c *config) *int { return &c.maxParallel }, 1, maxParallel)},
-	{0, "no-reverse-traceroute", "", inServer, "refuse reverse traceroute requests", flag(func(c *config) *bool { return &c.noReverseTrace })},
-	{0, "reverse-traceroute-limit", "N", inServer, "reverse traceroutes per client address per minute (default 6)", intIn(func(c *config) *int { return &c.reverseTraceLimit }, 1, 1000)},
-	{0, "trust-proxy", "", inServer, "believe X-Forwarded-For / X-Real-IP (behind your own reverse proxy)", flag(func(c *config) *bool { return &c.trustProxy })},
+	{'1', "one-off", "", inServer, "serve one test, then exit", switchOpt(func(c *config) *bool { return &c.oneOff })},
+	{0, "idle-timeout", "SEC", inServer, "drop a client silent for this long (default 30)", secondsOpt(func(c *config) *float64 { return &c.idleTimeout }, 0.1, 86400)},
+	{0, "max-clients", "N", inServer, "tests served at once (default 16)", intOpt(func(c *config) *int { return &c.maxClients }, 1, 100000)},
+	{0, "max-duration", "SEC", inServer, "longest test accepted (default 3600)", secondsOpt(func(c *config) *float64 { return &c.maxDuration }, 1, 365*86400)},
+	{0, "max-parallel", "N", inServer, "most streams in one test (default 128)", intOpt(func(c *config) *int { return &c.maxParallel }, 1, maxParallel)},
+	{0, "no-reverse-traceroute", "", inServer, "refuse reverse traceroute requests", switchOpt(func(c *config) *bool { return &c.noReverseTrace })},
+	{0, "reverse-traceroute-limit", "N", inServer, "reverse traceroutes per client address per minute (default 6)", intOpt(func(c *config) *int { return &c.reverseTraceLimit }, 1, 1000)},
+	{0, "trust-proxy", "", inServer, "believe X-Forwarded-For / X-Real-IP (behind your own reverse proxy)", switchOpt(func(c *config) *bool { return &c.trustProxy })},
 
 	// client: test shape
-	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", seconds(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
-	{'n', "bytes", "N[KMG]", inClient, "bytes to send per direction, instead of -t", size(func(c *config) *int64 { return &c.bytes }, 1)},
-	{'k', "blockcount", "N[KMG]", inClient, "messages to send per direction, instead of -t or -n", size(func(c *config) *int64 { return &c.blocks }, 1)},
-	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test)", seconds(func(c *config) *float64 { return &c.interval }, 0, 86400)},
-	{'R', "reverse", "", inClient, "the server sends, the client receives", flag(func(c *config) *bool { return &c.reverse })},
-	{0, "bidir", "", inClient, "send and receive at the same time", flag(func(c *config) *bool { return &c.bidir })},
-	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intIn(func(c *config) *int { return &c.parallel }, 1, maxParallel)},
-	{'O', "omit", "SEC", inClient, "leave the first SEC seconds out of the results", seconds(func(c *config) *float64 { return &c.omit }, 0, 86400)},
+	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
+	{'n', "bytes", "N[KMG]", inClient, "bytes to send per direction, instead of -t", sizeOpt(func(c *config) *int64 { return &c.bytes }, 1)},
+	{'k', "blockcount", "N[KMG]", inClient, "messages to send per direction, instead of -t or -n", sizeOpt(func(c *config) *int64 { return &c.blocks }, 1)},
+	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test)", secondsOpt(func(c *config) *float64 { return &c.interval }, 0, 86400)},
+	{'R', "reverse", "", inClient, "the server sends, the client receives", switchOpt(func(c *config) *bool { return &c.reverse })},
+	{0, "bidir", "", inClient, "send and receive at the same time", switchOpt(func(c *config) *bool { return &c.bidir })},
+	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intOpt(func(c *config) *int { return &c.parallel }, 1, maxParallel)},
+	{'O', "omit", "SEC", inClient, "leave the first SEC seconds out of the results", secondsOpt(func(c *config) *float64 { return &c.omit }, 0, 86400)},
 
 	// client: socket and message
 	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M)", func(c *config, v string) error {
@@ -269,7 +284,7 @@ var options = []option{
 		c.window = int(n)
 		return nil
 	}},
-	{'N', "no-delay", "", inClient, "set TCP_NODELAY", flag(func(c *config) *bool { return &c.noDelay })},
+	{'N', "no-delay", "", inClient, "set TCP_NODELAY", switchOpt(func(c *config) *bool { return &c.noDelay })},
 	{'C', "congestion", "ALGO", inClient, "TCP congestion control algorithm (Linux)", func(c *config, v string) error {
 		if v == "" || len(v) > 15 {
 			return fmt.Errorf("bad --congestion %q", v)
@@ -277,7 +292,7 @@ var options = []option{
 		c.congestion = v
 		return nil
 	}},
-	{'M', "set-mss", "N", inClient, "TCP maximum segment size", intIn(func(c *config) *int { return &c.mss }, 88, 65535)},
+	{'M', "set-mss", "N", inClient, "TCP maximum segment size", intOpt(func(c *config) *int { return &c.mss }, 88, 65535)},
 
 	// client: output
 	{'f', "format", "[kmgtKMGT]", inClient, "units: bits (kmgt) or bytes (KMGT); adaptive by default", func(c *config, v string) error {
@@ -287,13 +302,13 @@ var options = []option{
 		c.format = v[0]
 		return nil
 	}},
-	{0, "json-stream", "", inClient, "print one JSON object per line as the test runs", flag(func(c *config) *bool { return &c.jsonStream })},
+	{0, "json-stream", "", inClient, "print one JSON object per line as the test runs", switchOpt(func(c *config) *bool { return &c.jsonStream })},
 	{'T', "title", "STR", inClient, "prefix every output line with STR", func(c *config, v string) error { c.title = v; return nil }},
-	{0, "get-server-output", "", inClient, "include the server's results", flag(func(c *config) *bool { return &c.getServerOutput })},
+	{0, "get-server-output", "", inClient, "include the server's results", switchOpt(func(c *config) *bool { return &c.getServerOutput })},
 
 	// client: connection
-	{0, "connect-timeout", "SEC", inClient, "give up connecting after SEC seconds (default 10)", seconds(func(c *config) *float64 { return &c.connectTimeout }, 0.001, 3600)},
-	{0, "reverse-traceroute", "", inClient, "run no test: have the server trace the route back to this client (--tr-* options apply)", flag(func(c *config) *bool { return &c.reverseTrace })},
+	{0, "connect-timeout", "SEC", inClient, "give up connecting after SEC seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.connectTimeout }, 0.001, 3600)},
+	{0, "reverse-traceroute", "", inClient, "run no test: have the server trace the route back to this client (--tr-* options apply)", switchOpt(func(c *config) *bool { return &c.reverseTrace })},
 
 	// traceroute
 	{0, "tr-proto", "udp|icmp|tcp", inTrace | inClient, "probe type (default udp)", func(c *config, v string) error {
@@ -304,12 +319,12 @@ var options = []option{
 		}
 		return fmt.Errorf("bad --tr-proto %q: want udp, icmp or tcp", v)
 	}},
-	{0, "tr-port", "N", inTrace, "destination port: first UDP port (default 33434) or TCP port (default 443)", intIn(func(c *config) *int { return &c.trPort }, 1, 65535)},
-	{0, "tr-max-hops", "N", inTrace | inClient, "most hops to probe (default 30)", intIn(func(c *config) *int { return &c.trMaxHops }, 1, 255)},
-	{0, "tr-timeout", "SEC", inTrace | inClient, "wait per probe (default 1)", seconds(func(c *config) *float64 { return &c.trTimeout }, 0.01, 60)},
-	{0, "tr-queries", "N", inTrace | inClient, "probes per hop (default 3)", intIn(func(c *config) *int { return &c.trQueries }, 1, 10)},
-	{0, "tr-parallel", "N", inTrace, "hops probed at once (default: all of them; 1 probes one hop at a time)", intIn(func(c *config) *int { return &c.trParallel }, 1, 255)},
-	{'n', "numeric", "", inTrace, "do not look up hop names", flag(func(c *config) *bool { return &c.numeric })},
+	{0, "tr-port", "N", inTrace, "destination port: first UDP port (default 33434) or TCP port (default 443)", intOpt(func(c *config) *int { return &c.trPort }, 1, 65535)},
+	{0, "tr-max-hops", "N", inTrace | inClient, "most hops to probe (default 30)", intOpt(func(c *config) *int { return &c.trMaxHops }, 1, 255)},
+	{0, "tr-timeout", "SEC", inTrace | inClient, "wait per probe (default 1)", secondsOpt(func(c *config) *float64 { return &c.trTimeout }, 0.01, 60)},
+	{0, "tr-queries", "N", inTrace | inClient, "probes per hop (default 3)", intOpt(func(c *config) *int { return &c.trQueries }, 1, 10)},
+	{0, "tr-parallel", "N", inTrace, "hops probed at once (default: all of them; 1 probes one hop at a time)", intOpt(func(c *config) *int { return &c.trParallel }, 1, 255)},
+	{'n', "numeric", "", inTrace, "do not look up hop names", switchOpt(func(c *config) *bool { return &c.numeric })},
 	{0, "dns", "HOST[:PORT]", inServer | inTrace, "DNS server for hop names and ASN/country lookups", func(c *config, v string) error {
 		if err := checkDNSServer(v); err != nil {
 			return err
@@ -317,7 +332,7 @@ var options = []option{
 		c.dnsServer = v
 		return nil
 	}},
-	{0, "no-geo", "", inAll, "skip ASN/country lookups", flag(func(c *config) *bool { return &c.noGeo })},
+	{0, "no-geo", "", inAll, "skip ASN/country lookups", switchOpt(func(c *config) *bool { return &c.noGeo })},
 
 	{'v', "version", "", inAll, "print the version and exit", func(c *config, _ string) error { return c.setMode(modeVersion) }},
 	{'h', "help", "", inAll, "print this help and exit", func(c *config, _ string) error { return c.setMode(modeHelp) }},
@@ -606,13 +621,13 @@ func helpSection(o option) modeSet {
 	return inAll
 }
 
-// flag makes a switch's apply function.
-func flag(field func(*config) *bool) func(*config, string) error {
+// switchOpt makes a switch's apply function.
+func switchOpt(field func(*config) *bool) func(*config, string) error {
 	return func(c *config, _ string) error { *field(c) = true; return nil }
 }
 
-// intIn makes an apply function for an integer within [lo, hi].
-func intIn(field func(*config) *int, lo, hi int) func(*config, string) error {
+// intOpt makes an apply function for an integer within [lo, hi].
+func intOpt(field func(*config) *int, lo, hi int) func(*config, string) error {
 	return func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < lo || n > hi {
@@ -623,8 +638,8 @@ func intIn(field func(*config) *int, lo, hi int) func(*config, string) error {
 	}
 }
 
-// seconds makes an apply function for a duration in seconds, fractions allowed.
-func seconds(field func(*config) *float64, lo, hi float64) func(*config, string) error {
+// secondsOpt makes an apply function for a duration in secondsOpt, fractions allowed.
+func secondsOpt(field func(*config) *float64, lo, hi float64) func(*config, string) error {
 	return func(c *config, v string) error {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(f) || f < lo || f > hi {
@@ -635,8 +650,8 @@ func seconds(field func(*config) *float64, lo, hi float64) func(*config, string)
 	}
 }
 
-// size makes an apply function for a byte or block count.
-func size(field func(*config) *int64, lo int64) func(*config, string) error {
+// sizeOpt makes an apply function for a byte or block count.
+func sizeOpt(field func(*config) *int64, lo int64) func(*config, string) error {
 	return func(c *config, v string) error {
 		n, err := parseSize(v)
 		if err != nil || n < lo {

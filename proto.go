@@ -98,70 +98,70 @@ const (
 
 // check validates a request against the protocol's own bounds (the
 // server's configured caps come on top).
-func (r *testRequest) check() error {
+func (req *testRequest) check() error {
 	switch {
-	case r.Version != protocolVersion:
-		return fmt.Errorf("protocol version %d is not supported (this server speaks %d)", r.Version, protocolVersion)
-	case len(r.Cookie) < 16 || len(r.Cookie) > 64:
+	case req.Version != protocolVersion:
+		return fmt.Errorf("protocol version %d is not supported (this server speaks %d)", req.Version, protocolVersion)
+	case len(req.Cookie) < 16 || len(req.Cookie) > 64:
 		return errors.New("cookie must be 16 to 64 characters")
-	case r.Direction != dirUpload && r.Direction != dirDownload && r.Direction != dirBidir:
-		return fmt.Errorf("unknown direction %q", r.Direction)
-	case r.Protocol != "tcp":
-		return fmt.Errorf("protocol %q is not supported", r.Protocol)
-	case r.Length < 1 || r.Length > maxLength:
-		return fmt.Errorf("length %d out of range 1..%d", r.Length, maxLength)
-	case r.Parallel < 1 || r.Parallel > maxParallel:
-		return fmt.Errorf("parallel %d out of range 1..%d", r.Parallel, maxParallel)
-	case r.Bytes < 0 || r.Blocks < 0 || r.Omit < 0 || r.Interval < 0 || r.Window < 0 || r.MSS < 0:
+	case req.Direction != dirUpload && req.Direction != dirDownload && req.Direction != dirBidir:
+		return fmt.Errorf("unknown direction %q", req.Direction)
+	case req.Protocol != "tcp":
+		return fmt.Errorf("protocol %q is not supported", req.Protocol)
+	case req.Length < 1 || req.Length > maxLength:
+		return fmt.Errorf("length %d out of range 1..%d", req.Length, maxLength)
+	case req.Parallel < 1 || req.Parallel > maxParallel:
+		return fmt.Errorf("parallel %d out of range 1..%d", req.Parallel, maxParallel)
+	case req.Bytes < 0 || req.Blocks < 0 || req.Omit < 0 || req.Interval < 0 || req.Window < 0 || req.MSS < 0:
 		return errors.New("negative bytes, blocks, omit, interval, window or mss")
-	case r.Blocks > math.MaxInt64/int64(r.Length):
+	case req.Blocks > math.MaxInt64/int64(req.Length):
 		return errors.New("blocks × length overflows")
-	case r.Interval != 0 && r.Interval < minInterval:
-		return fmt.Errorf("interval %g s is below %g s", r.Interval, minInterval)
-	case r.Bytes == 0 && r.Blocks == 0 && !(r.Time > 0):
+	case req.Interval != 0 && req.Interval < minInterval:
+		return fmt.Errorf("interval %g s is below %g s", req.Interval, minInterval)
+	case req.Bytes == 0 && req.Blocks == 0 && !(req.Time > 0):
 		return errors.New("a test needs a time, bytes or blocks")
-	case r.Time > 1e9 || r.Omit > 1e9:
+	case req.Time > 1e9 || req.Omit > 1e9:
 		return errors.New("time out of range")
-	case r.ServerOutput != "" && r.ServerOutput != "text" && r.ServerOutput != "json":
-		return fmt.Errorf("unknown server_output %q", r.ServerOutput)
+	case req.ServerOutput != "" && req.ServerOutput != "text" && req.ServerOutput != "json":
+		return fmt.Errorf("unknown server_output %q", req.ServerOutput)
 	}
 	return nil
 }
 
 // byteTarget is how many bytes each direction sends, or 0 for a timed test.
-func (r *testRequest) byteTarget() int64 {
-	if r.Blocks > 0 {
-		return r.Blocks * int64(r.Length)
+func (req *testRequest) byteTarget() int64 {
+	if req.Blocks > 0 {
+		return req.Blocks * int64(req.Length)
 	}
-	return r.Bytes
+	return req.Bytes
 }
 
 // plannedSeconds is how long the test is meant to run, the omitted
 // period included; a sized test's length depends on the path, so only its
 // omitted period is planned.
-func (r *testRequest) plannedSeconds() float64 {
-	if r.byteTarget() > 0 {
-		return r.Omit
+func (req *testRequest) plannedSeconds() float64 {
+	if req.byteTarget() > 0 {
+		return req.Omit
 	}
-	return r.Omit + r.Time
+	return req.Omit + req.Time
 }
 
 // hardStop is when a run of this test ends whatever happens: one idle
 // timeout past a timed test's plan, and never later than limit.
-func (r *testRequest) hardStop(idle, limit time.Duration) time.Duration {
-	if r.byteTarget() > 0 {
+func (req *testRequest) hardStop(idle, limit time.Duration) time.Duration {
+	if req.byteTarget() > 0 {
 		return limit
 	}
-	return min(limit, seconds2dur(r.plannedSeconds())+idle)
+	return min(limit, seconds2dur(req.plannedSeconds())+idle)
 }
 
 // streamCount is how many stream connections the test uses: one per
 // parallel stream and direction.
-func (r *testRequest) streamCount() int {
-	if r.Direction == dirBidir {
-		return 2 * r.Parallel
+func (req *testRequest) streamCount() int {
+	if req.Direction == dirBidir {
+		return 2 * req.Parallel
 	}
-	return r.Parallel
+	return req.Parallel
 }
 
 // acceptMsg answers an accepted request.
@@ -286,9 +286,9 @@ func refusal(msg []byte) error {
 // peerReason is the "error" text of a refuse or error message, made safe
 // to print: it comes from the network.
 func peerReason(msg []byte) string {
-	var r refuseMsg
-	json.Unmarshal(msg, &r)
-	return cleanText(r.Error, maxControlPayload*4)
+	var ref refuseMsg
+	json.Unmarshal(msg, &ref)
+	return cleanText(ref.Error, maxControlPayload*4)
 }
 
 // refuse tells the client why and closes the control connection.
@@ -366,3 +366,7 @@ func (w *controlWatch) follow(c *wsConn, peer string, onStop, onFail func()) {
 		}
 	}
 }
+
+// seconds2dur turns the seconds that options and requests carry into a
+// time.Duration.
+func seconds2dur(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

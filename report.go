@@ -183,43 +183,43 @@ func newReporter(cfg *config, out *lineWriter) *reporter {
 	return &reporter{cfg: cfg, out: out}
 }
 
-func (r *reporter) text() bool { return !r.cfg.json && !r.cfg.jsonStream }
+func (rep *reporter) text() bool { return !rep.cfg.json && !rep.cfg.jsonStream }
 
 // event writes one --json-stream line.
-func (r *reporter) event(name string, data any) {
+func (rep *reporter) event(name string, data any) {
 	b, _ := json.Marshal(map[string]any{"event": name, "data": data})
-	r.out.raw(string(b) + "\n")
+	rep.out.raw(string(b) + "\n")
 }
 
 // connecting is the first line, before any connection exists.
-func (r *reporter) connecting(u *url.URL, req *testRequest) {
+func (rep *reporter) connecting(u *url.URL, req *testRequest) {
 	port, _ := strconv.Atoi(u.Port())
-	r.view = &testView{req: req, peerHost: u.Hostname(), peerPort: port, url: u.String()}
-	if r.text() {
-		r.out.printf("Connecting to host %s, port %d (%s)", u.Hostname(), port, u.String())
+	rep.view = &testView{req: req, peerHost: u.Hostname(), peerPort: port, url: u.String()}
+	if rep.text() {
+		rep.out.printf("Connecting to host %s, port %d (%s)", u.Hostname(), port, u.String())
 	}
 }
 
 // started prints the connect lines once every stream is up and the
 // clock runs.
-func (r *reporter) started(conns []connInfo, sock socketInfo) {
-	v := r.view
+func (rep *reporter) started(conns []connInfo, sock socketInfo) {
+	v := rep.view
 	v.started = time.Now()
-	v.serverVer = r.serverVersion
+	v.serverVer = rep.serverVersion
 	v.conns, v.sockInfo = conns, sock
 	switch {
-	case r.cfg.jsonStream:
-		r.event("start", v.startJSON())
-	case r.text():
+	case rep.cfg.jsonStream:
+		rep.event("start", v.startJSON())
+	case rep.text():
 		// iperf3 announces reverse mode before the connected lines.
 		if v.req.Direction == dirDownload {
-			r.out.printf("Reverse mode, remote host %s is sending", v.peerHost)
+			rep.out.printf("Reverse mode, remote host %s is sending", v.peerHost)
 		}
 		for _, l := range v.connectLines() {
-			r.out.println(l)
+			rep.out.println(l)
 		}
-		if r.cfg.verbose {
-			r.out.printf("Starting Test: protocol: TCP, %d streams, %d byte blocks, omitting %g seconds, %s, tos 0",
+		if rep.cfg.verbose {
+			rep.out.printf("Starting Test: protocol: TCP, %d streams, %d byte blocks, omitting %g seconds, %s, tos 0",
 				v.req.Parallel, v.req.Length, v.req.Omit, testAmount(v.req))
 		}
 	}
@@ -237,7 +237,7 @@ func testAmount(req *testRequest) string {
 
 // intervalClosed prints the interval that just closed on every stream;
 // latest holds each stream's new interval.
-func (r *reporter) intervalClosed(latest []streamResult, final bool) {
+func (rep *reporter) intervalClosed(latest []streamResult, final bool) {
 	var entries []intervalEntry
 	local := make([]streamResult, 0, len(latest))
 	for _, s := range latest {
@@ -252,83 +252,83 @@ func (r *reporter) intervalClosed(latest []streamResult, final bool) {
 		return
 	}
 	switch {
-	case r.cfg.jsonStream:
-		v := *r.view
+	case rep.cfg.jsonStream:
+		v := *rep.view
 		v.local = local
-		r.event("interval", v.intervalJSON(0))
-	case r.text():
-		t := textRows{v: r.view, unit: r.unit()}
-		first := !r.headerDone
+		rep.event("interval", v.intervalJSON(0))
+	case rep.text():
+		t := textRows{v: rep.view, unit: rep.unit()}
+		first := !rep.headerDone
 		if first {
-			r.view.local = local
-			r.out.println(t.intervalHeader())
-			r.headerDone = true
+			rep.view.local = local
+			rep.out.println(t.intervalHeader())
+			rep.headerDone = true
 		}
 		for _, l := range t.intervalBlock(entries, first) {
-			r.out.println(l)
+			rep.out.println(l)
 		}
 	}
 }
 
-func (r *reporter) unit() byte {
-	if r.cfg.format == 0 {
+func (rep *reporter) unit() byte {
+	if rep.cfg.format == 0 {
 		return 'a'
 	}
-	return r.cfg.format
+	return rep.cfg.format
 }
 
 // end records the final results; finish prints them.
-func (r *reporter) end(v *testView) {
-	r.view = v
-	r.ended = true
+func (rep *reporter) end(v *testView) {
+	rep.view = v
+	rep.ended = true
 }
 
 // finish prints the summary (or the error document) and says how the
 // run ends: nil, err for main to print, or errReported when the error
 // is already in the JSON output.
-func (r *reporter) finish(err error) error {
+func (rep *reporter) finish(err error) error {
 	switch {
-	case r.cfg.json:
+	case rep.cfg.json:
 		doc := jsonDoc{Start: emptyStart(), Intervals: []jsonInterval{}, End: &jsonEnd{}}
-		if r.ended {
-			doc = r.view.document()
+		if rep.ended {
+			doc = rep.view.document()
 		}
-		doc.Title = r.cfg.title
+		doc.Title = rep.cfg.title
 		if err != nil {
 			doc.Error = err.Error()
 		}
 		b, _ := json.MarshalIndent(doc, "", "\t")
-		r.out.raw(string(b) + "\n")
-	case r.cfg.jsonStream:
-		if r.ended {
-			r.event("end", r.view.endJSON())
-			if r.view.serverJSON != nil {
-				r.event("server_output_json", r.view.serverJSON)
+		rep.out.raw(string(b) + "\n")
+	case rep.cfg.jsonStream:
+		if rep.ended {
+			rep.event("end", rep.view.endJSON())
+			if rep.view.serverJSON != nil {
+				rep.event("server_output_json", rep.view.serverJSON)
 			}
 		}
 		if err != nil {
-			r.event("error", err.Error())
+			rep.event("error", err.Error())
 		}
 	default:
-		if r.ended {
-			t := textRows{v: r.view, unit: r.unit()}
+		if rep.ended {
+			t := textRows{v: rep.view, unit: rep.unit()}
 			for _, l := range t.summary() {
-				r.out.println(l)
+				rep.out.println(l)
 			}
-			if r.cfg.verbose {
-				r.printVerboseEnd()
+			if rep.cfg.verbose {
+				rep.printVerboseEnd()
 			}
-			if r.view.serverText != "" {
-				r.out.println("")
-				r.out.println("Server output:")
-				for _, l := range strings.Split(strings.TrimRight(r.view.serverText, "\n"), "\n") {
-					r.out.println(cleanText(l, 1000)) // from the network
+			if rep.view.serverText != "" {
+				rep.out.println("")
+				rep.out.println("Server output:")
+				for _, l := range strings.Split(strings.TrimRight(rep.view.serverText, "\n"), "\n") {
+					rep.out.println(cleanText(l, 1000)) // from the network
 				}
 			}
 		}
 		if err == nil {
-			r.out.println("")
-			r.out.println("wperf Done.")
+			rep.out.println("")
+			rep.out.println("wperf Done.")
 		}
 		return err
 	}
@@ -338,13 +338,13 @@ func (r *reporter) finish(err error) error {
 	return nil
 }
 
-func (r *reporter) printVerboseEnd() {
-	v := r.view
+func (rep *reporter) printVerboseEnd() {
+	v := rep.view
 	l, m := v.localCPU, v.remoteCPU
-	r.out.printf("CPU Utilization: local %.1f%% (%.1f%%u/%.1f%%s), remote %.1f%% (%.1f%%u/%.1f%%s)",
+	rep.out.printf("CPU Utilization: local %.1f%% (%.1f%%u/%.1f%%s), remote %.1f%% (%.1f%%u/%.1f%%s)",
 		l.Total, l.User, l.System, m.Total, m.User, m.System)
 	if v.localCong != "" {
-		r.out.printf("local tcp congestion %s, remote tcp congestion %s", v.localCong, cleanText(v.remoteCong, 16))
+		rep.out.printf("local tcp congestion %s, remote tcp congestion %s", v.localCong, cleanText(v.remoteCong, 16))
 	}
 }
 

@@ -299,22 +299,22 @@ func (v *testView) pairs() []endPair {
 	var out []endPair
 	for _, s := range v.local {
 		p := endPair{id: s.ID, sending: s.Sender}
-		r, ok := v.remoteFor(s.ID)
+		res, ok := v.remoteFor(s.ID)
 		p.hasPeer = ok
 		if s.Sender {
-			p.sender, p.receiver = s, r
+			p.sender, p.receiver = s, res
 		} else {
-			p.sender, p.receiver = r, s
+			p.sender, p.receiver = res, s
 		}
 		out = append(out, p)
 	}
 	return out
 }
 
-func endSide(id int, r streamResult, localSends bool, withTCP bool) jsonEndSide {
-	side := jsonEndSide{Socket: id, jsonSpan: newSpan(0, r.End, r.Seconds, r.Bytes), Sender: localSends}
+func endSide(id int, res streamResult, localSends bool, withTCP bool) jsonEndSide {
+	side := jsonEndSide{Socket: id, jsonSpan: newSpan(0, res.End, res.Seconds, res.Bytes), Sender: localSends}
 	if withTCP {
-		side.tcpTotals = r.TCP
+		side.tcpTotals = res.TCP
 		if side.tcpTotals == nil {
 			side.tcpTotals = &tcpTotals{}
 		}
@@ -329,11 +329,11 @@ func sumEnd(rs []streamResult, localSends, withRetr bool) *jsonSum {
 	}
 	var end float64
 	var bytes, retr int64
-	for _, r := range rs {
-		end = max(end, r.End)
-		bytes += r.Bytes
-		if r.TCP != nil {
-			retr += r.TCP.Retransmits
+	for _, res := range rs {
+		end = max(end, res.End)
+		bytes += res.Bytes
+		if res.TCP != nil {
+			retr += res.TCP.Retransmits
 		}
 	}
 	s := &jsonSum{jsonSpan: newSpan(0, end, end, bytes), Sender: localSends}

@@ -142,15 +142,15 @@ func (t textRows) sumRows(sent, recv []streamResult, localSends bool) []string {
 	}
 }
 
-func (t textRows) endRow(id string, localSends bool, r streamResult, isSender bool) string {
+func (t textRows) endRow(id string, localSends bool, res streamResult, isSender bool) string {
 	if isSender {
 		var retr int64
-		if r.TCP != nil {
-			retr = r.TCP.Retransmits
+		if res.TCP != nil {
+			retr = res.TCP.Retransmits
 		}
-		return t.endRowValues(id, localSends, r.Seconds, r.Bytes, &retr, "sender")
+		return t.endRowValues(id, localSends, res.Seconds, res.Bytes, &retr, "sender")
 	}
-	return t.endRowValues(id, localSends, r.Seconds, r.Bytes, nil, "receiver")
+	return t.endRowValues(id, localSends, res.Seconds, res.Bytes, nil, "receiver")
 }
 
 func (t textRows) endRowValues(id string, localSends bool, secs float64, bytes int64, retr *int64, role string) string {

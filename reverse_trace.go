@@ -291,31 +291,31 @@ const (
 )
 
 // check validates a request and fills its defaults.
-func (r *traceRequest) check() error {
+func (treq *traceRequest) check() error {
 	switch {
-	case r.Version != protocolVersion:
-		return fmt.Errorf("protocol version %d is not supported (this server speaks %d)", r.Version, protocolVersion)
-	case r.Proto == "":
-		r.Proto = "udp"
-	case r.Proto != "udp" && r.Proto != "icmp" && r.Proto != "tcp":
-		return fmt.Errorf("unknown probe type %q", r.Proto)
+	case treq.Version != protocolVersion:
+		return fmt.Errorf("protocol version %d is not supported (this server speaks %d)", treq.Version, protocolVersion)
+	case treq.Proto == "":
+		treq.Proto = "udp"
+	case treq.Proto != "udp" && treq.Proto != "icmp" && treq.Proto != "tcp":
+		return fmt.Errorf("unknown probe type %q", treq.Proto)
 	}
-	if r.MaxHops == 0 {
-		r.MaxHops = 30
+	if treq.MaxHops == 0 {
+		treq.MaxHops = 30
 	}
-	if r.Queries == 0 {
-		r.Queries = 3
+	if treq.Queries == 0 {
+		treq.Queries = 3
 	}
-	if r.Timeout == 0 {
-		r.Timeout = 1
+	if treq.Timeout == 0 {
+		treq.Timeout = 1
 	}
 	switch {
-	case r.MaxHops < 1 || r.MaxHops > maxReverseHops:
-		return fmt.Errorf("max_hops %d out of range 1..%d", r.MaxHops, maxReverseHops)
-	case r.Queries < 1 || r.Queries > maxReverseQueries:
-		return fmt.Errorf("queries %d out of range 1..%d", r.Queries, maxReverseQueries)
-	case !(r.Timeout >= minReverseTimeout && r.Timeout <= maxReverseTimeout):
-		return fmt.Errorf("timeout %g out of range %g..%g s", r.Timeout, minReverseTimeout, maxReverseTimeout)
+	case treq.MaxHops < 1 || treq.MaxHops > maxReverseHops:
+		return fmt.Errorf("max_hops %d out of range 1..%d", treq.MaxHops, maxReverseHops)
+	case treq.Queries < 1 || treq.Queries > maxReverseQueries:
+		return fmt.Errorf("queries %d out of range 1..%d", treq.Queries, maxReverseQueries)
+	case !(treq.Timeout >= minReverseTimeout && treq.Timeout <= maxReverseTimeout):
+		return fmt.Errorf("timeout %g out of range %g..%g s", treq.Timeout, minReverseTimeout, maxReverseTimeout)
 	}
 	return nil
 }

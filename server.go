@@ -132,38 +132,38 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 
 // ServeHTTP routes one request: authentication first, then the echo
 // endpoint, then the wperf protocol.
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.token != "" && !tokenMatches(r.Header.Get("Authorization"), s.cfg.token) {
+func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
+	if s.cfg.token != "" && !tokenMatches(hr.Header.Get("Authorization"), s.cfg.token) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wperf"`)
 		http.Error(w, "authentication failed", http.StatusUnauthorized)
 		return
 	}
-	if !isUpgrade(r) {
-		if r.URL.Path == "/" && r.Method == http.MethodGet {
+	if !isUpgrade(hr) {
+		if hr.URL.Path == "/" && hr.Method == http.MethodGet {
 			fmt.Fprintf(w, "%s server: connect with wperf -c, or a WebSocket to /echo\n", software)
 			return
 		}
-		http.NotFound(w, r)
+		http.NotFound(w, hr)
 		return
 	}
-	if strings.HasSuffix(r.URL.Path, "/echo") {
+	if strings.HasSuffix(hr.URL.Path, "/echo") {
 		s.tests.Add(1)
 		defer s.tests.Done()
-		upgradeEcho(s.ctx, w, r, defaultMaxMessage, s.idle)
+		upgradeEcho(s.ctx, w, hr, defaultMaxMessage, s.idle)
 		return
 	}
-	if chooseSubprotocol(headerTokens(r.Header, "Sec-WebSocket-Protocol"), []string{subprotocolV1}) == "" {
+	if chooseSubprotocol(headerTokens(hr.Header, "Sec-WebSocket-Protocol"), []string{subprotocolV1}) == "" {
 		http.Error(w, "this server speaks the "+subprotocolV1+" subprotocol; offer it in Sec-WebSocket-Protocol, or use /echo", http.StatusBadRequest)
 		return
 	}
-	c, err := upgrade(w, r, upgradeOptions{
+	c, err := upgrade(w, hr, upgradeOptions{
 		subprotocols: []string{subprotocolV1},
 		connOptions:  connOptions{maxMessage: maxControlMessage, readBuffer: 16 << 10},
 	})
 	if err != nil {
 		return
 	}
-	s.handle(c, s.peerAddr(r))
+	s.handle(c, s.peerAddr(hr))
 }
 
 // tokenMatches compares a bearer token in constant time. Hashing both
@@ -181,16 +181,16 @@ func tokenMatches(header, token string) bool {
 // what the reverse proxy in front of us says. That is the last
 // X-Forwarded-For entry, the one our proxy appended: the entries before it
 // came from the client and could name anyone.
-func (s *server) peerAddr(r *http.Request) string {
+func (s *server) peerAddr(hr *http.Request) string {
 	if s.cfg.trustProxy {
-		if xff := headerTokens(r.Header, "X-Forwarded-For"); len(xff) > 0 {
+		if xff := headerTokens(hr.Header, "X-Forwarded-For"); len(xff) > 0 {
 			return xff[len(xff)-1]
 		}
-		if xr := strings.TrimSpace(r.Header.Get("X-Real-IP")); xr != "" {
+		if xr := strings.TrimSpace(hr.Header.Get("X-Real-IP")); xr != "" {
 			return xr
 		}
 	}
-	return r.RemoteAddr
+	return hr.RemoteAddr
 }
 
 // handle reads a new connection's first message, which says whether it
@@ -369,14 +369,14 @@ type serverTest struct {
 	sess      *session
 	streams   []joinedStream
 	startedAt time.Time
-	r         *testRun
+	engine    *testRun
 	hardStop  time.Duration
 	unhook    func() bool // removes the shutdown hook measure installs
 	byeOnce   sync.Once
 }
 
 func (t *serverTest) run() {
-	r, err := t.prepare()
+	run, err := t.prepare()
 	if err != nil {
 		refuse(t.ctrl, statusPolicyViolation, err.Error())
 		return
@@ -385,9 +385,9 @@ func (t *serverTest) run() {
 		t.ctrl.Abort()
 		return
 	}
-	theirs, runErr := t.measure(r)
+	theirs, runErr := t.measure(run)
 	defer t.unhook()
-	t.finish(r, theirs, runErr)
+	t.finish(run, theirs, runErr)
 }
 
 // prepare applies the client's socket options and limits to every stream
@@ -396,36 +396,36 @@ func (t *serverTest) prepare() (*testRun, error) {
 	s, req := t.srv, &t.sess.req
 	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay}
 	t.hardStop = req.hardStop(s.idle, seconds2dur(s.cfg.maxDuration)+s.idle)
-	r := newTestRun(req, s.idle, t.hardStop)
-	r.keepIntervals = s.cfg.json || req.ServerOutput != ""
-	t.r = r
+	run := newTestRun(req, s.idle, t.hardStop)
+	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
+	t.engine = run
 	for _, js := range t.streams {
-		if err := opts.applyAccepted(js.conn.netConn()); err != nil {
+		if err := opts.applyAccepted(js.conn.NetConn()); err != nil {
 			return nil, err
 		}
-		js.conn.setLimits(streamMaxMessage(req.Length), streamReadBuffer(req.Length, len(t.streams)))
-		r.streams = append(r.streams, &stream{id: js.hello.ID, sending: js.hello.Direction == streamDown, conn: js.conn})
+		js.conn.SetLimits(streamMaxMessage(req.Length), streamReadBuffer(req.Length, len(t.streams)))
+		run.streams = append(run.streams, &stream{id: js.hello.ID, sending: js.hello.Direction == streamDown, conn: js.conn})
 	}
-	sortStreams(r.streams)
-	return r, nil
+	sortStreams(run.streams)
+	return run, nil
 }
 
 // measure runs the test and waits for the client's results. On server
 // shutdown it tells the client and drops the streams, so no test keeps
 // the server waiting.
-func (t *serverTest) measure(r *testRun) (*resultsMsg, error) {
+func (t *serverTest) measure(run *testRun) (*resultsMsg, error) {
 	s := t.srv
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	t.unhook = context.AfterFunc(s.ctx, func() {
 		t.goodbye()
-		abortAll(r.streams)
+		abortAll(run.streams)
 	})
-	watch := watchControl(t.ctrl, t.hardStop+s.idle, "the client", r.stop, func() {
+	watch := watchControl(t.ctrl, t.hardStop+s.idle, "the client", run.stop, func() {
 		cancel()
-		r.stop()
+		run.stop()
 	})
-	if err := r.run(ctx); err != nil {
+	if err := run.run(ctx); err != nil {
 		return nil, err
 	}
 	select {
@@ -445,7 +445,7 @@ func (t *serverTest) goodbye() {
 
 // finish logs the test, frees its slot and sends our results, or the
 // reason it failed.
-func (t *serverTest) finish(r *testRun, theirs *resultsMsg, runErr error) {
+func (t *serverTest) finish(run *testRun, theirs *resultsMsg, runErr error) {
 	s, req := t.srv, &t.sess.req
 	view := t.view(theirs)
 	shuttingDown := s.ctx.Err() != nil
@@ -470,7 +470,7 @@ func (t *serverTest) finish(r *testRun, theirs *resultsMsg, runErr error) {
 		refuse(t.ctrl, statusInternalError, "test failed: "+runErr.Error())
 		return
 	}
-	mine := &resultsMsg{Type: msgResults, Streams: r.summaries(), CPU: r.cpu, Congestion: r.congestion}
+	mine := &resultsMsg{Type: msgResults, Streams: run.summaries(), CPU: run.cpu, Congestion: run.congestion}
 	switch req.ServerOutput {
 	case "json":
 		mine.ServerJSON, _ = json.Marshal(view.document())
@@ -527,8 +527,8 @@ func serveEcho(c *wsConn, idle time.Duration) error {
 
 // upgradeEcho serves one /echo request until the client leaves or ctx
 // ends (server shutdown).
-func upgradeEcho(ctx context.Context, w http.ResponseWriter, r *http.Request, maxMessage int64, idle time.Duration) {
-	c, err := upgrade(w, r, upgradeOptions{connOptions: connOptions{maxMessage: maxMessage, readBuffer: 64 << 10}})
+func upgradeEcho(ctx context.Context, w http.ResponseWriter, hr *http.Request, maxMessage int64, idle time.Duration) {
+	c, err := upgrade(w, hr, upgradeOptions{connOptions: connOptions{maxMessage: maxMessage, readBuffer: 64 << 10}})
 	if err != nil {
 		return
 	}
@@ -540,8 +540,8 @@ func upgradeEcho(ctx context.Context, w http.ResponseWriter, r *http.Request, ma
 // echoHandler is the /echo endpoint alone, on every path: tests use it to
 // meet the engine without the rest of the server.
 func echoHandler(maxMessage int64, idle time.Duration) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		upgradeEcho(context.Background(), w, r, maxMessage, idle)
+	return http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
+		upgradeEcho(context.Background(), w, hr, maxMessage, idle)
 	})
 }
 
@@ -550,14 +550,14 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 	v := &testView{
 		req:      &t.sess.req,
 		isServer: true,
-		local:    t.r.results(),
-		localCPU: t.r.cpu,
+		local:    t.engine.results(),
+		localCPU: t.engine.cpu,
 		started:  t.startedAt,
 		url:      "",
 	}
 	v.peerHost, v.peerPort = splitPeer(t.sess.peer)
-	v.localCong = t.r.congestion
-	v.conns, v.sockInfo = t.r.connections()
+	v.localCong = t.engine.congestion
+	v.conns, v.sockInfo = t.engine.connections()
 	if client != nil {
 		v.remote = client.Streams
 		v.remoteCPU = client.CPU
@@ -591,9 +591,9 @@ func (s *server) logTest(v *testView, runErr error) {
 	}
 	var bytes int64
 	var secs float64
-	for _, r := range v.local {
-		bytes += r.Bytes
-		secs = max(secs, r.Seconds)
+	for _, res := range v.local {
+		bytes += res.Bytes
+		secs = max(secs, res.Seconds)
 	}
 	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),

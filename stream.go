@@ -78,8 +78,8 @@ type stream struct {
 	finalTCP atomic.Pointer[tcpRaw]
 
 	// Owned by the run's clock goroutine.
-	lastMoved int64         // moved at the previous mark
-	lastAt    time.Duration // when the previous mark was taken
+	lastMoved int64         // moved when the previous interval closed
+	lastAt    time.Duration // when the previous interval closed
 	baseline  int64         // moved when the omitted period ended
 	tcpBase   int64         // retransmits when the omitted period ended
 	lastRetr  int64
@@ -100,9 +100,9 @@ type testRun struct {
 	idle     time.Duration // longest wait on any read or write
 	hardStop time.Duration // the run ends here whatever happens
 	streams  []*stream
-	// onMark, when set, runs on the clock goroutine each time an interval
+	// onIntervalClosed, when set, runs on the clock goroutine each time an interval
 	// closes on every stream; the streams' latest intervals are the new ones.
-	onMark func(final bool)
+	onIntervalClosed func(final bool)
 	// keepIntervals keeps every interval for the final report; otherwise
 	// only the latest is kept, so a long test's memory stays flat.
 	keepIntervals bool
@@ -125,7 +125,7 @@ type testRun struct {
 
 // newTestRun builds a run from a request; the caller adds streams.
 func newTestRun(req *testRequest, idle, hardStop time.Duration) *testRun {
-	r := &testRun{
+	run := &testRun{
 		length:   req.Length,
 		interval: seconds2dur(req.Interval),
 		omit:     seconds2dur(req.Omit),
@@ -134,91 +134,89 @@ func newTestRun(req *testRequest, idle, hardStop time.Duration) *testRun {
 		hardStop: hardStop,
 		stopping: make(chan struct{}),
 	}
-	if r.target == 0 {
-		r.duration = seconds2dur(req.Time)
+	if run.target == 0 {
+		run.duration = seconds2dur(req.Time)
 	}
-	return r
+	return run
 }
 
-func seconds2dur(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-
 // stop tells this end's senders to finish after their current write.
-func (r *testRun) stop() { r.stopOnce.Do(func() { close(r.stopping) }) }
+func (run *testRun) stop() { run.stopOnce.Do(func() { close(run.stopping) }) }
 
-func (r *testRun) stopped() bool {
+func (run *testRun) stopped() bool {
 	select {
-	case <-r.stopping:
+	case <-run.stopping:
 		return true
 	default:
 		return false
 	}
 }
 
-// run moves the bytes until every stream has ended, then takes the last
-// marks. Streams end when their sender is done: this end's senders stop
+// run moves the bytes until every stream has ended, then closes the last
+// intervals. Streams end when their sender is done: this end's senders stop
 // at the time or byte limit, on stop(), or when ctx ends; its receivers
 // run until the peer closes. The first stream failure is returned; the
 // measurements are valid either way.
-func (r *testRun) run(ctx context.Context) error {
-	r.start = time.Now()
-	r.cpuUser, r.cpuSys = processCPU()
-	for i, s := range r.streams {
-		if s.sending || i == len(r.streams)-1 {
-			r.congestion = congestionOf(s.conn.netConn())
+func (run *testRun) run(ctx context.Context) error {
+	run.start = time.Now()
+	run.cpuUser, run.cpuSys = processCPU()
+	for i, s := range run.streams {
+		if s.sending || i == len(run.streams)-1 {
+			run.congestion = congestionOf(s.conn.NetConn())
 			break
 		}
 	}
-	r.budget, r.omitting = math.MaxInt64, r.omit > 0
-	if r.target > 0 {
-		r.budget = r.target
+	run.budget, run.omitting = math.MaxInt64, run.omit > 0
+	if run.target > 0 {
+		run.budget = run.target
 	}
 	// Retransmits count from here: slow start's belong to the first interval.
-	for _, s := range r.streams {
+	for _, s := range run.streams {
 		if !s.sending {
 			continue
 		}
-		if raw, ok := readTCPInfo(s.conn.netConn()); ok {
+		if raw, ok := readTCPInfo(s.conn.NetConn()); ok {
 			s.lastRetr, s.tcpBase, s.hasTCP = raw.totalRetrans, raw.totalRetrans, true
 		}
 	}
-	if r.duration > 0 {
-		t := time.AfterFunc(r.omit+r.duration, r.stop)
+	if run.duration > 0 {
+		t := time.AfterFunc(run.omit+run.duration, run.stop)
 		defer t.Stop()
 	}
-	hard := time.AfterFunc(r.hardStop, func() {
-		r.stop()
-		for _, s := range r.streams {
+	hard := time.AfterFunc(run.hardStop, func() {
+		run.stop()
+		for _, s := range run.streams {
 			s.conn.Abort()
 		}
 	})
 	defer hard.Stop()
-	stopOnCancel := context.AfterFunc(ctx, r.stop)
+	stopOnCancel := context.AfterFunc(ctx, run.stop)
 	defer stopOnCancel()
 
 	allDone := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, s := range r.streams {
+	for _, s := range run.streams {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if s.sending {
-				s.err = r.send(s)
+				s.err = run.send(s)
 			} else {
-				s.err = r.receive(s)
+				s.err = run.receive(s)
 			}
-			s.endAt.CompareAndSwap(0, int64(time.Since(r.start)))
+			s.endAt.CompareAndSwap(0, int64(time.Since(run.start)))
 		}()
 	}
 	clockDone := make(chan struct{})
 	go func() {
 		defer close(clockDone)
-		r.clock(allDone)
+		run.clock(allDone)
 	}()
 	wg.Wait()
 	close(allDone)
 	<-clockDone
-	r.cpu = r.cpuSince()
-	for _, s := range r.streams {
+	run.cpu = run.cpuSince()
+	for _, s := range run.streams {
 		if s.err != nil {
 			return s.err
 		}
@@ -228,26 +226,26 @@ func (r *testRun) run(ctx context.Context) error {
 
 // reserve takes up to want bytes from the send budget; during the
 // omitted period it takes them unbudgeted, and says so.
-func (r *testRun) reserve(want int64) (n int64, duringOmit bool) {
-	r.acct.Lock()
-	defer r.acct.Unlock()
-	if r.omitting {
+func (run *testRun) reserve(want int64) (n int64, duringOmit bool) {
+	run.acct.Lock()
+	defer run.acct.Unlock()
+	if run.omitting {
 		return want, true
 	}
-	n = min(want, max(r.budget, 0))
-	r.budget -= n
+	n = min(want, max(run.budget, 0))
+	run.budget -= n
 	return n, false
 }
 
 // settle counts n sent bytes. Bytes reserved during the omitted period
 // that went out after it ended are measured, so they come out of the
 // budget now: a sized test sends exactly its size after the omit.
-func (r *testRun) settle(s *stream, n int64, duringOmit bool) {
-	r.acct.Lock()
-	defer r.acct.Unlock()
+func (run *testRun) settle(s *stream, n int64, duringOmit bool) {
+	run.acct.Lock()
+	defer run.acct.Unlock()
 	s.moved.Add(n)
-	if duringOmit && !r.omitting {
-		r.budget -= n
+	if duringOmit && !run.omitting {
+		run.budget -= n
 	}
 }
 
@@ -278,27 +276,27 @@ const (
 )
 
 // send is a sending stream's loop.
-func (r *testRun) send(s *stream) error {
-	maxFrames := max(1, min(64, batchBytes/r.length))
-	batch := s.conn.newBatch(maxFrames, 0)
-	src := newPoolReader(r.length)
+func (run *testRun) send(s *stream) error {
+	maxFrames := max(1, min(64, batchBytes/run.length))
+	batch := s.conn.NewBatch(maxFrames, 0)
+	src := newPoolReader(run.length)
 	frames := 1
-	for !r.stopped() {
-		n, duringOmit := r.reserve(int64(frames) * int64(r.length))
+	for !run.stopped() {
+		n, duringOmit := run.reserve(int64(frames) * int64(run.length))
 		if n == 0 {
 			break
 		}
 		for left := n; left > 0; {
-			m := min(left, int64(r.length))
-			batch.add(opBinary, nil, src.next(int(m)))
+			m := min(left, int64(run.length))
+			batch.Add(opBinary, nil, src.next(int(m)))
 			left -= m
 		}
 		t0 := time.Now()
-		s.conn.SetWriteDeadline(t0.Add(r.idle))
-		if err := batch.flush(); err != nil {
+		s.conn.SetWriteDeadline(t0.Add(run.idle))
+		if err := batch.Flush(); err != nil {
 			return err
 		}
-		r.settle(s, n, duringOmit)
+		run.settle(s, n, duringOmit)
 		switch took := time.Since(t0); {
 		case took < batchMinFlush && frames < maxFrames:
 			frames *= 2
@@ -307,10 +305,10 @@ func (r *testRun) send(s *stream) error {
 		}
 		frames = min(frames, maxFrames)
 	}
-	s.endAt.CompareAndSwap(0, int64(time.Since(r.start)))
+	s.endAt.CompareAndSwap(0, int64(time.Since(run.start)))
 	// The socket's counters may reset once the connection closes, so
 	// the last interval uses a sample taken while it is still open.
-	if raw, ok := readTCPInfo(s.conn.netConn()); ok {
+	if raw, ok := readTCPInfo(s.conn.NetConn()); ok {
 		s.finalTCP.Store(&raw)
 	}
 	return s.conn.Close(statusNormal, "done")
@@ -318,13 +316,13 @@ func (r *testRun) send(s *stream) error {
 
 // receive is a receiving stream's loop: it counts payload and throws it
 // away, until the peer's normal close.
-func (r *testRun) receive(s *stream) error {
+func (run *testRun) receive(s *stream) error {
 	var deadline time.Time
 	// The deadline moves on only when half of it is used up, so a
 	// busy stream does not reset its timer on every read.
 	refresh := func() {
-		if now := time.Now(); deadline.Sub(now) < r.idle/2 {
-			deadline = now.Add(r.idle)
+		if now := time.Now(); deadline.Sub(now) < run.idle/2 {
+			deadline = now.Add(run.idle)
 			s.conn.SetReadDeadline(deadline)
 		}
 	}
@@ -333,7 +331,7 @@ func (r *testRun) receive(s *stream) error {
 	var lastByte time.Time
 	ended := func(err error) error {
 		if !lastByte.IsZero() {
-			s.endAt.CompareAndSwap(0, int64(lastByte.Sub(r.start)))
+			s.endAt.CompareAndSwap(0, int64(lastByte.Sub(run.start)))
 		}
 		return endOfStream(err)
 	}
@@ -368,22 +366,22 @@ func endOfStream(err error) error {
 	return err
 }
 
-// clock closes intervals on schedule until allDone, then takes the final
-// mark. A timed test's last scheduled mark waits briefly for the streams
+// clock closes intervals on schedule until allDone, then closes the final
+// interval. A timed test's last scheduled interval waits briefly for the streams
 // to finish, so their last bytes land in it rather than in a sliver of
 // an interval of their own.
-func (r *testRun) clock(allDone <-chan struct{}) {
+func (run *testRun) clock(allDone <-chan struct{}) {
 	var last time.Duration
 	for {
-		next, isEnd := r.nextMark(last)
-		finished := next < 0 || !waitFor(next-time.Since(r.start), allDone) ||
-			isEnd && !waitFor(max(r.interval/10, 50*time.Millisecond), allDone)
+		next, isEnd := run.nextIntervalEnd(last)
+		finished := next < 0 || !waitFor(next-time.Since(run.start), allDone) ||
+			isEnd && !waitFor(max(run.interval/10, 50*time.Millisecond), allDone)
 		if finished {
 			<-allDone
-			r.mark(time.Since(r.start), true)
+			run.closeInterval(time.Since(run.start), true)
 			return
 		}
-		r.mark(next, false)
+		run.closeInterval(next, false)
 		last = next
 	}
 }
@@ -401,25 +399,25 @@ func waitFor(d time.Duration, done <-chan struct{}) bool {
 	}
 }
 
-// nextMark returns when the interval after last closes, counted from the
+// nextIntervalEnd returns when the interval after last closes, counted from the
 // start, and whether that is the scheduled end of a timed test; -1 when
-// only the final mark (when every stream has ended) is left.
-func (r *testRun) nextMark(last time.Duration) (time.Duration, bool) {
+// only the final interval (closed when every stream has ended) is left.
+func (run *testRun) nextIntervalEnd(last time.Duration) (time.Duration, bool) {
 	end := time.Duration(-1)
-	if r.duration > 0 {
-		end = r.omit + r.duration
+	if run.duration > 0 {
+		end = run.omit + run.duration
 		if last >= end {
 			return -1, false
 		}
 	}
 	var next time.Duration
 	switch {
-	case last < r.omit && r.interval > 0:
-		next = min(last+r.interval, r.omit)
-	case last < r.omit:
-		next = r.omit
-	case r.interval > 0:
-		next = r.omit + ((last-r.omit)/r.interval+1)*r.interval
+	case last < run.omit && run.interval > 0:
+		next = min(last+run.interval, run.omit)
+	case last < run.omit:
+		next = run.omit
+	case run.interval > 0:
+		next = run.omit + ((last-run.omit)/run.interval+1)*run.interval
 	default:
 		return -1, false // -i 0: one interval, closed when the streams end
 	}
@@ -429,37 +427,37 @@ func (r *testRun) nextMark(last time.Duration) (time.Duration, bool) {
 	return next, false
 }
 
-// mark closes the current interval of every stream at offset at (from
+// closeInterval closes the current interval of every stream at offset at (from
 // the start). Intervals in the omitted period count from the start and are
 // flagged; later ones count from the end of the omitted period, as iperf3
 // shows them.
-func (r *testRun) mark(at time.Duration, final bool) {
-	if final && r.nothingSinceLastMark() {
+func (run *testRun) closeInterval(at time.Duration, final bool) {
+	if final && run.nothingSinceLastInterval() {
 		return
 	}
-	omitted := r.omit > 0 && at <= r.omit
-	if omitted && at == r.omit {
+	omitted := run.omit > 0 && at <= run.omit
+	if omitted && at == run.omit {
 		// Senders wait while the omitted period closes, so each byte
 		// lands on exactly one side of it.
-		r.acct.Lock()
-		defer r.acct.Unlock()
+		run.acct.Lock()
+		defer run.acct.Unlock()
 	}
-	for _, s := range r.streams {
-		r.markStream(s, at, final, omitted)
+	for _, s := range run.streams {
+		run.closeStreamInterval(s, at, final, omitted)
 	}
-	if omitted && at == r.omit {
-		r.omitEnded()
+	if omitted && at == run.omit {
+		run.omitEnded()
 	}
-	if r.onMark != nil {
-		r.onMark(final)
+	if run.onIntervalClosed != nil {
+		run.onIntervalClosed(final)
 	}
 }
 
-// nothingSinceLastMark is true when no stream moved a byte since the last
-// mark, so a final mark would only add an empty sliver of an interval.
-func (r *testRun) nothingSinceLastMark() bool {
+// nothingSinceLastInterval is true when no stream moved a byte since the last
+// interval closed, so a final one would only add an empty sliver of an interval.
+func (run *testRun) nothingSinceLastInterval() bool {
 	marked := false
-	for _, s := range r.streams {
+	for _, s := range run.streams {
 		if s.moved.Load() != s.lastMoved {
 			return false
 		}
@@ -469,21 +467,21 @@ func (r *testRun) nothingSinceLastMark() bool {
 }
 
 // omitEnded restarts the counts: what came before is not measured.
-func (r *testRun) omitEnded() {
-	for _, s := range r.streams {
+func (run *testRun) omitEnded() {
+	for _, s := range run.streams {
 		s.baseline = s.lastMoved
 		s.tcpBase = s.lastRetr
 	}
-	r.omitting = false
+	run.omitting = false
 }
 
-func (r *testRun) markStream(s *stream, at time.Duration, final, omitted bool) {
+func (run *testRun) closeStreamInterval(s *stream, at time.Duration, final, omitted bool) {
 	moved := s.moved.Load()
 	start, end := s.lastAt, at
 	if e := time.Duration(s.endAt.Load()); final && e > 0 && e < at {
 		end = max(e, start)
 	}
-	base := r.omit
+	base := run.omit
 	if omitted {
 		base = 0
 	}
@@ -499,9 +497,9 @@ func (r *testRun) markStream(s *stream, at time.Duration, final, omitted bool) {
 	s.lastMoved = moved
 	s.lastAt = end
 	switch {
-	case !r.keepIntervals:
+	case !run.keepIntervals:
 		s.intervals = append(s.intervals[:0], iv)
-	case len(s.intervals)*len(r.streams) >= maxKeptIntervals:
+	case len(s.intervals)*len(run.streams) >= maxKeptIntervals:
 		// Full: the last interval grows instead, so the list still adds
 		// up to the totals.
 		last := &s.intervals[len(s.intervals)-1]
@@ -513,7 +511,7 @@ func (r *testRun) markStream(s *stream, at time.Duration, final, omitted bool) {
 
 // sampleTCP reads TCP_INFO for an interval's end; nil where unavailable.
 func (s *stream) sampleTCP(omitted bool) *tcpSnapshot {
-	raw, ok := readTCPInfo(s.conn.netConn())
+	raw, ok := readTCPInfo(s.conn.NetConn())
 	if final := s.finalTCP.Load(); final != nil {
 		raw, ok = *final, true
 	}
@@ -555,8 +553,8 @@ func (s *stream) addTCPSample(raw tcpRaw) {
 
 // summaries are the results without their intervals: what one side
 // tells the other, whose reports need only the totals.
-func (r *testRun) summaries() []streamResult {
-	out := r.results()
+func (run *testRun) summaries() []streamResult {
+	out := run.results()
 	for i := range out {
 		out[i].Intervals = nil
 	}
@@ -564,10 +562,10 @@ func (r *testRun) summaries() []streamResult {
 }
 
 // results summarises every stream over the measured (not omitted) time.
-func (r *testRun) results() []streamResult {
-	out := make([]streamResult, 0, len(r.streams))
-	for _, s := range r.streams {
-		end := time.Duration(s.endAt.Load()) - r.omit
+func (run *testRun) results() []streamResult {
+	out := make([]streamResult, 0, len(run.streams))
+	for _, s := range run.streams {
+		end := time.Duration(s.endAt.Load()) - run.omit
 		res := streamResult{
 			ID:        s.id,
 			Sender:    s.sending,
@@ -587,9 +585,9 @@ func (r *testRun) results() []streamResult {
 
 // latestIntervals is each stream's most recent interval, for a live
 // report.
-func (r *testRun) latestIntervals() []streamResult {
-	out := make([]streamResult, 0, len(r.streams))
-	for _, s := range r.streams {
+func (run *testRun) latestIntervals() []streamResult {
+	out := make([]streamResult, 0, len(run.streams))
+	for _, s := range run.streams {
 		iv := s.intervals[len(s.intervals)-1]
 		out = append(out, streamResult{ID: s.id, Sender: s.sending, Intervals: []interval{iv}})
 	}
@@ -598,29 +596,29 @@ func (r *testRun) latestIntervals() []streamResult {
 
 // connections are the streams' socket addresses, and the socket facts
 // iperf3 reports, read from the first stream.
-func (r *testRun) connections() ([]connInfo, socketInfo) {
+func (run *testRun) connections() ([]connInfo, socketInfo) {
 	var conns []connInfo
-	for _, s := range r.streams {
-		nc := s.conn.netConn()
+	for _, s := range run.streams {
+		nc := s.conn.NetConn()
 		conns = append(conns, connInfo{id: s.id, local: nc.LocalAddr(), remote: nc.RemoteAddr()})
 	}
 	var sock socketInfo
-	if len(r.streams) > 0 {
-		sock = socketFacts(r.streams[0].conn.netConn())
+	if len(run.streams) > 0 {
+		sock = socketFacts(run.streams[0].conn.NetConn())
 	}
 	return conns, sock
 }
 
 // cpuSince is this process's CPU use since the run started, as a share of
 // the wall time.
-func (r *testRun) cpuSince() cpuPercent {
+func (run *testRun) cpuSince() cpuPercent {
 	user, sys := processCPU()
-	wall := time.Since(r.start)
+	wall := time.Since(run.start)
 	if wall <= 0 {
 		return cpuPercent{}
 	}
 	pct := func(d time.Duration) float64 { return 100 * float64(d) / float64(wall) }
-	u, s := pct(user-r.cpuUser), pct(sys-r.cpuSys)
+	u, s := pct(user-run.cpuUser), pct(sys-run.cpuSys)
 	return cpuPercent{Total: u + s, User: u, System: s}
 }
 

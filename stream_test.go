@@ -23,11 +23,11 @@ func TestNextMarkSchedule(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &testRun{interval: tc.interval, omit: tc.omit, duration: tc.duration}
+			run := &testRun{interval: tc.interval, omit: tc.omit, duration: tc.duration}
 			var got []time.Duration
 			last := time.Duration(0)
 			for len(got) < len(tc.want)+2 {
-				next, isEnd := r.nextMark(last)
+				next, isEnd := run.nextIntervalEnd(last)
 				if next < 0 {
 					break
 				}

@@ -6,7 +6,10 @@ package main
 // are built so that a 64 KiB frame costs no allocation, at most one system
 // call to send, and no byte-by-byte work when its payload is thrown away.
 // The frame codec is in ws_frame.go, the opening handshakes in
-// ws_handshake.go.
+// ws_handshake.go, batched writes in ws_batch.go.
+//
+// Methods that the rest of wperf calls are capitalised, as if these files
+// were a package of their own; helpers inside them are not.
 
 import (
 	"crypto/rand"
@@ -145,10 +148,10 @@ func newConn(nc net.Conn, isClient bool, opt connOptions, buffered []byte) *wsCo
 	return c
 }
 
-// setLimits changes the message limit and grows the read buffer once a
+// SetLimits changes the message limit and grows the read buffer once a
 // connection's role is known (a test stream with large messages, say).
 // Bytes already buffered are kept.
-func (c *wsConn) setLimits(maxMessage int64, readBuffer int) {
+func (c *wsConn) SetLimits(maxMessage int64, readBuffer int) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
 	if maxMessage > 0 {
@@ -162,8 +165,8 @@ func (c *wsConn) setLimits(maxMessage int64, readBuffer int) {
 	}
 }
 
-// netConn is the underlying connection, for socket options and addresses.
-func (c *wsConn) netConn() net.Conn { return c.nc }
+// NetConn is the underlying connection, for socket options and addresses.
+func (c *wsConn) NetConn() net.Conn { return c.nc }
 
 func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.nc.SetReadDeadline(t) }
 func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
@@ -619,84 +622,6 @@ func (c *wsConn) writeLocked(op opcode, fin bool, p []byte) error {
 		}
 		n = 0
 	}
-}
-
-// frameBatch lays many frames back to back for one writev, the bulk-data
-// path: headers (and any masked prefix, such as a sequence number) go in
-// the batch's own scratch, payloads are referenced where they lie. Filler
-// payload is sent exactly as given: from a client, the random bytes stand
-// for the masked form, so no byte of it is XORed. Use it only for content
-// whose value does not matter.
-type frameBatch struct {
-	c       *wsConn
-	scratch []byte
-	used    int
-	vec     net.Buffers // backing array of iovecs, reused
-	out     net.Buffers // the slice of vec handed to writev, consumed by it
-	flat    []byte      // for connections without writev: the batch in one piece
-}
-
-// newBatch makes a batch for up to frames frames, each with a masked
-// prefix of at most prefixMax bytes.
-func (c *wsConn) newBatch(frames, prefixMax int) *frameBatch {
-	return &frameBatch{
-		c:       c,
-		scratch: make([]byte, frames*(maxHeaderLen+prefixMax)),
-		vec:     make(net.Buffers, 0, 2*frames),
-	}
-}
-
-// add appends one frame: prefix (masked when we are a client) then filler.
-func (b *frameBatch) add(op opcode, prefix, filler []byte) {
-	c := b.c
-	var key uint32
-	if c.isClient {
-		// The key store is shared with frames written under writeMu,
-		// such as the pongs a concurrent reader sends.
-		c.writeMu.Lock()
-		key = c.nextKey()
-		c.writeMu.Unlock()
-	}
-	h := b.scratch[b.used:]
-	n := putFrameHeader(h, true, op, len(prefix)+len(filler), c.isClient, key)
-	m := copy(h[n:], prefix)
-	if c.isClient {
-		mask(key, h[n:n+m])
-	}
-	b.vec = append(b.vec, h[:n+m:n+m])
-	b.used += n + m
-	if len(filler) > 0 {
-		b.vec = append(b.vec, filler)
-	}
-}
-
-// flush sends the batch in one system call (writev, or one Write of a
-// flattened copy where the connection has no writev) and empties it.
-func (b *frameBatch) flush() error {
-	c := b.c
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	defer b.reset()
-	if c.closeSent {
-		return errConnClosed
-	}
-	if c.writeVector {
-		b.out = b.vec
-		_, err := b.out.WriteTo(c.nc)
-		return err
-	}
-	b.flat = b.flat[:0]
-	for _, v := range b.vec {
-		b.flat = append(b.flat, v...)
-	}
-	_, err := c.nc.Write(b.flat)
-	return err
-}
-
-func (b *frameBatch) reset() {
-	clear(b.vec)
-	b.vec = b.vec[:0]
-	b.used = 0
 }
 
 // ---- closing ----

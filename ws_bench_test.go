@@ -185,7 +185,7 @@ func BenchmarkReadFrameMasked(b *testing.B) {
 		binary.LittleEndian.PutUint32(key[:], 0x9e3779b9*uint32(i+1))
 		frames = append(frames, wtMaskedFrame(0x82, make([]byte, benchFrame), key)...)
 	}
-	raw := client.netConn()
+	raw := client.NetConn()
 	benchBackground(b, client, server, func() {
 		for {
 			if _, err := raw.Write(frames); err != nil {
@@ -208,7 +208,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 	const frames, filler = 16, 4 << 10
 	client, server := benchPair(b)
 	benchBackground(b, client, server, func() { benchDrain(server) })
-	batch := client.newBatch(frames, 8)
+	batch := client.NewBatch(frames, 8)
 	fill := make([]byte, filler)
 	var seq [8]byte
 	var n uint64
@@ -218,9 +218,9 @@ func BenchmarkWriteBatch(b *testing.B) {
 		for range frames {
 			n++
 			binary.BigEndian.PutUint64(seq[:], n)
-			batch.add(opBinary, seq[:], fill)
+			batch.Add(opBinary, seq[:], fill)
 		}
-		if err := batch.flush(); err != nil {
+		if err := batch.Flush(); err != nil {
 			b.Fatal(err)
 		}
 	}

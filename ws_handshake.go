@@ -60,8 +60,8 @@ func hasToken(h http.Header, name, token string) bool {
 }
 
 // isUpgrade tells a WebSocket opening handshake from a plain request.
-func isUpgrade(r *http.Request) bool {
-	return hasToken(r.Header, "Upgrade", "websocket") && hasToken(r.Header, "Connection", "upgrade")
+func isUpgrade(hr *http.Request) bool {
+	return hasToken(hr.Header, "Upgrade", "websocket") && hasToken(hr.Header, "Connection", "upgrade")
 }
 
 // upgradeOptions are the server's choices for one upgrade.
@@ -73,7 +73,7 @@ type upgradeOptions struct {
 // upgrade answers a client's opening handshake (§4.2) and takes the
 // connection over from net/http. A bad request gets a plain 400 (426 for a
 // version we do not speak) and no upgrade.
-func upgrade(w http.ResponseWriter, r *http.Request, opt upgradeOptions) (*wsConn, error) {
+func upgrade(w http.ResponseWriter, hr *http.Request, opt upgradeOptions) (*wsConn, error) {
 	fail := func(status int, why string) (*wsConn, error) {
 		if status == http.StatusUpgradeRequired {
 			w.Header().Set("Sec-WebSocket-Version", "13")
@@ -82,20 +82,20 @@ func upgrade(w http.ResponseWriter, r *http.Request, opt upgradeOptions) (*wsCon
 		return nil, fmt.Errorf("%w: %s", errBadHandshake, why)
 	}
 	switch {
-	case r.Method != http.MethodGet:
+	case hr.Method != http.MethodGet:
 		return fail(http.StatusBadRequest, "websocket handshake must use GET")
-	case !hasToken(r.Header, "Upgrade", "websocket"):
+	case !hasToken(hr.Header, "Upgrade", "websocket"):
 		return fail(http.StatusBadRequest, "missing Upgrade: websocket")
-	case !hasToken(r.Header, "Connection", "upgrade"):
+	case !hasToken(hr.Header, "Connection", "upgrade"):
 		return fail(http.StatusBadRequest, "missing Connection: upgrade")
-	case r.Header.Get("Sec-WebSocket-Version") != "13":
+	case hr.Header.Get("Sec-WebSocket-Version") != "13":
 		return fail(http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version (want 13)")
 	}
-	key := r.Header.Get("Sec-WebSocket-Key")
+	key := hr.Header.Get("Sec-WebSocket-Key")
 	if raw, err := base64.StdEncoding.DecodeString(key); err != nil || len(raw) != 16 {
 		return fail(http.StatusBadRequest, "bad Sec-WebSocket-Key")
 	}
-	chosen := chooseSubprotocol(headerTokens(r.Header, "Sec-WebSocket-Protocol"), opt.subprotocols)
+	chosen := chooseSubprotocol(headerTokens(hr.Header, "Sec-WebSocket-Protocol"), opt.subprotocols)
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		return fail(http.StatusInternalServerError, "connection cannot be taken over")

@@ -44,8 +44,8 @@ func wtRawRequest(t *testing.T, addr, req string) *http.Response {
 // wtProtoHandler upgrades offering our subprotocols, reports the one
 // chosen, and echoes.
 func wtProtoHandler(ours []string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := upgrade(w, r, upgradeOptions{subprotocols: ours})
+	return http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
+		c, err := upgrade(w, hr, upgradeOptions{subprotocols: ours})
 		if err != nil {
 			return
 		}
@@ -228,9 +228,9 @@ func wtEchoOnce(t *testing.T, c *wsConn) {
 func TestDialWSURLForms(t *testing.T) {
 	type seen struct{ host, uri string }
 	got := make(chan seen, 1)
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- seen{r.Host, r.RequestURI}
-		echoHandler(1<<20, wtDeadline).ServeHTTP(w, r)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
+		got <- seen{hr.Host, hr.RequestURI}
+		echoHandler(1<<20, wtDeadline).ServeHTTP(w, hr)
 	})
 	srv4 := httptest.NewServer(handler)
 	defer srv4.Close()
@@ -313,10 +313,10 @@ func TestDialWSSendsHeadersAndSubprotocols(t *testing.T) {
 	type seen struct{ auth, custom, protos string }
 	got := make(chan seen, 1)
 	inner := wtProtoHandler([]string{"wperf.v1"})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- seen{r.Header.Get("Authorization"), strings.Join(r.Header.Values("X-Wperf-Test"), "|"),
-			strings.Join(r.Header.Values("Sec-WebSocket-Protocol"), "|")}
-		inner.ServeHTTP(w, r)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
+		got <- seen{hr.Header.Get("Authorization"), strings.Join(hr.Header.Values("X-Wperf-Test"), "|"),
+			strings.Join(hr.Header.Values("Sec-WebSocket-Protocol"), "|")}
+		inner.ServeHTTP(w, hr)
 	}))
 	defer srv.Close()
 	opt := dialOptions{

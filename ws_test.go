@@ -256,8 +256,8 @@ func TestWSConcurrentReadWriteWithPings(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			const n = 1000
 			serverErr := make(chan error, 2)
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				c, err := upgrade(w, r, upgradeOptions{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
+				c, err := upgrade(w, hr, upgradeOptions{})
 				if err != nil {
 					serverErr <- err
 					return
@@ -311,7 +311,7 @@ func TestWSConcurrentReadWriteWithPings(t *testing.T) {
 				filler := make([]byte, 1000)
 				var fb *frameBatch
 				if batch {
-					fb = c.newBatch(4, 8)
+					fb = c.NewBatch(4, 8)
 				}
 				for i := range n {
 					seq := binary.BigEndian.AppendUint64(nil, uint64(i))
@@ -322,9 +322,9 @@ func TestWSConcurrentReadWriteWithPings(t *testing.T) {
 						}
 						continue
 					}
-					fb.add(opBinary, seq, filler)
+					fb.Add(opBinary, seq, filler)
 					if (i+1)%4 == 0 || i == n-1 {
-						if err := fb.flush(); err != nil {
+						if err := fb.Flush(); err != nil {
 							t.Errorf("client batch flush at %d: %v", i, err)
 							return
 						}
@@ -553,7 +553,7 @@ func TestWriteAfterCloseFails(t *testing.T) {
 	for name, err := range map[string]error{
 		"WriteMessage": c.WriteMessage(opText, []byte("x")),
 		"Ping":         c.Ping(nil),
-		"batch":        func() error { b := c.newBatch(1, 0); b.add(opBinary, nil, []byte("x")); return b.flush() }(),
+		"batch":        func() error { b := c.NewBatch(1, 0); b.Add(opBinary, nil, []byte("x")); return b.Flush() }(),
 	} {
 		if !errors.Is(err, errConnClosed) {
 			t.Errorf("%s after Close: %v, want errConnClosed", name, err)
