@@ -138,7 +138,11 @@ func (s *server) reverseTrace(c *wsConn, req *traceRequest, peer string) {
 		refuse(c, statusPolicyViolation, err.Error())
 		return
 	}
-	defer s.traces.end(target)
+	// The trace's place is free once its probes are done, before the
+	// close handshake, so a client's next trace never finds it taken.
+	var endOnce sync.Once
+	endTrace := func() { endOnce.Do(func() { s.traces.end(target) }) }
+	defer endTrace()
 
 	opt := traceOptions{
 		Proto:    req.Proto,
@@ -170,6 +174,7 @@ func (s *server) reverseTrace(c *wsConn, req *traceRequest, peer string) {
 			sendErr = sendJSON(c, hopMsg{Type: msgTraceHop, Hop: h})
 		}
 	})
+	endTrace()
 	end := traceEndMsg{Type: msgTraceEnd}
 	if traceErr != nil {
 		end.Error = traceErr.Error()
