@@ -143,6 +143,8 @@ type config struct {
 	maxParallel       int
 	noReverseTrace    bool
 	trustProxy        bool
+	noUDP             bool
+	maxUDPRate        float64 // bits/s per test
 	reverseTraceLimit int
 
 	// client
@@ -166,6 +168,9 @@ type config struct {
 	getServerOutput bool
 	connectTimeout  float64
 	reverseTrace    bool
+	udp             bool
+	rate            float64 // bits/s per stream; 0 unpaced
+	udpTransport    string
 
 	// traceroute
 	traceHost  string
@@ -191,6 +196,9 @@ func defaultConfig() *config {
 		interval:          1,
 		parallel:          1,
 		length:            64 << 10,
+		rate:              1e6,
+		udpTransport:      "auto",
+		maxUDPRate:        1e9,
 		connectTimeout:    10,
 		trProto:           "udp",
 		trMaxHops:         30,
@@ -253,6 +261,8 @@ var options = []option{
 	{0, "max-clients", "N", inServer, "tests served at once (default 16)", intOpt(func(c *config) *int { return &c.maxClients }, 1, 100000)},
 	{0, "max-duration", "SEC", inServer, "longest test accepted (default 3600)", secondsOpt(func(c *config) *float64 { return &c.maxDuration }, 1, 365*86400)},
 	{0, "max-parallel", "N", inServer, "most streams in one test (default 128)", intOpt(func(c *config) *int { return &c.maxParallel }, 1, maxParallel)},
+	{0, "no-udp", "", inServer, "open no UDP socket: UDP tests run over WebSocket", switchOpt(func(c *config) *bool { return &c.noUDP })},
+	{0, "max-udp-rate", "RATE", inServer, "most UDP bits/s one test may ask for, all streams together (default 1G)", rateOpt(func(c *config) *float64 { return &c.maxUDPRate }, false)},
 	{0, "no-reverse-traceroute", "", inServer, "refuse reverse traceroute requests", switchOpt(func(c *config) *bool { return &c.noReverseTrace })},
 	{0, "reverse-traceroute-limit", "N", inServer, "reverse traceroutes per client address per minute (default 6)", intOpt(func(c *config) *int { return &c.reverseTraceLimit }, 1, 1000)},
 	{0, "trust-proxy", "", inServer, "believe X-Forwarded-For / X-Real-IP (behind your own reverse proxy)", switchOpt(func(c *config) *bool { return &c.trustProxy })},
@@ -265,10 +275,22 @@ var options = []option{
 	{'R', "reverse", "", inClient, "the server sends, the client receives", switchOpt(func(c *config) *bool { return &c.reverse })},
 	{0, "bidir", "", inClient, "send and receive at the same time", switchOpt(func(c *config) *bool { return &c.bidir })},
 	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intOpt(func(c *config) *int { return &c.parallel }, 1, maxParallel)},
+	{'u', "udp", "", inClient, "a UDP test: paced datagrams, with jitter and loss", switchOpt(func(c *config) *bool { return &c.udp })},
+	{'b', "bitrate", "RATE", inClient, "UDP target per stream, bits/s: K, M, G suffixes are ×1000; a bare number is Mbit/s (-b 10 = 10M); 0 unpaced (default 1M)", rateOpt(func(c *config) *float64 { return &c.rate }, true)},
+	{0, "bandwidth", "RATE", inClient, "the same as --bitrate", rateOpt(func(c *config) *float64 { return &c.rate }, true)},
+	{0, "udp-transport", "auto|udp|ws", inClient, "UDP over real UDP, over WebSocket, or UDP when the path allows (default auto)", func(c *config, v string) error {
+		switch v {
+		case "auto", "udp", "ws":
+			c.udpTransport = v
+			return nil
+		}
+		return fmt.Errorf("bad --udp-transport %q: want auto, udp or ws", v)
+	}},
+	{0, "udp-counters-64bit", "", inClient, "accepted for iperf3 scripts: UDP counters are always 64-bit", func(*config, string) error { return nil }},
 	{'O', "omit", "SEC", inClient, "leave the first SEC seconds out of the results", secondsOpt(func(c *config) *float64 { return &c.omit }, 0, 86400)},
 
 	// client: socket and message
-	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M)", func(c *config, v string) error {
+	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M); with -u the datagram payload, 16 to 65507 (default 1400)", func(c *config, v string) error {
 		n, err := parseSize(v)
 		if err != nil || n < 1 || n > maxLength {
 			return fmt.Errorf("bad --length %q: want 1 to %dM", v, maxLength>>20)
@@ -517,8 +539,30 @@ func (c *config) checkClient() error {
 	case c.blocks > math.MaxInt64/int64(c.length):
 		return errors.New("-k × -l is too large")
 	}
+	if err := c.checkUDP(); err != nil {
+		return err
+	}
 	if _, err := targetURL(c); err != nil {
 		return err
+	}
+	return nil
+}
+
+// checkUDP keeps UDP's options to UDP tests and gives -l its UDP meaning.
+func (c *config) checkUDP() error {
+	if !c.udp {
+		for _, name := range []string{"bitrate", "bandwidth", "udp-transport", "udp-counters-64bit"} {
+			if c.set[name] {
+				return fmt.Errorf("--%s needs -u (TCP tests are not paced)", name)
+			}
+		}
+		return nil
+	}
+	if !c.set["length"] {
+		c.length = defaultDatagram
+	}
+	if c.length < minDatagram || c.length > maxDatagram {
+		return fmt.Errorf("-l %d: a UDP datagram's payload is %d to %d bytes", c.length, minDatagram, maxDatagram)
 	}
 	return nil
 }
@@ -646,6 +690,22 @@ func secondsOpt(field func(*config) *float64, lo, hi float64) func(*config, stri
 			return fmt.Errorf("bad value %q: want seconds from %g to %g", v, lo, hi)
 		}
 		*field(c) = f
+		return nil
+	}
+}
+
+// rateOpt makes an apply function for a rate in bits/s (parseRate's
+// syntax); zeroOK admits 0, which means unpaced.
+func rateOpt(field func(*config) *float64, zeroOK bool) func(*config, string) error {
+	return func(c *config, v string) error {
+		r, err := parseRate(v)
+		if err == nil && r == 0 && !zeroOK {
+			err = errors.New("want a rate above 0")
+		}
+		if err != nil {
+			return fmt.Errorf("bad value %q: %w", v, err)
+		}
+		*field(c) = r
 		return nil
 	}
 }

@@ -27,16 +27,17 @@ const protocolVersion = 1
 // Message types. Every control message is one JSON text message with a
 // "type" field.
 const (
-	msgTest     = "test"    // client → server, control: the whole test request
-	msgAccept   = "accept"  // server → client, control: request accepted
-	msgRefuse   = "refuse"  // server → client, control: request refused, why
-	msgStream   = "stream"  // client → server, first message of each stream
-	msgStart    = "start"   // server → client, control: all streams are in, go
-	msgStop     = "stop"    // client → server, control: end the test early
-	msgResults  = "results" // both ways, control: one side's measurements
-	msgError    = "error"   // both ways, control: the test failed, why
-	msgTraceHop = "hop"     // server → client: one reverse traceroute hop
-	msgTraceEnd = "trace_end"
+	msgTest      = "test"      // client → server, control: the whole test request
+	msgAccept    = "accept"    // server → client, control: request accepted
+	msgRefuse    = "refuse"    // server → client, control: request refused, why
+	msgStream    = "stream"    // client → server, first message of each stream
+	msgStart     = "start"     // server → client, control: all streams are in, go
+	msgStop      = "stop"      // client → server, control: end the test early
+	msgResults   = "results"   // both ways, control: one side's measurements
+	msgError     = "error"     // both ways, control: the test failed, why
+	msgTransport = "transport" // client → server, control: how a UDP test's datagrams travel
+	msgTraceHop  = "hop"       // server → client: one reverse traceroute hop
+	msgTraceEnd  = "trace_end"
 )
 
 // Test directions, from the client's point of view.
@@ -70,6 +71,11 @@ type testRequest struct {
 	NoDelay    bool    `json:"no_delay,omitempty"`
 	Congestion string  `json:"congestion,omitempty"`
 	MSS        int     `json:"mss,omitempty"`
+	// Rate is a UDP test's target per stream in bits/s; 0 is unpaced.
+	Rate float64 `json:"rate,omitempty"`
+	// UDPTransport is how a UDP test's datagrams may travel: "udp",
+	// "ws", or "auto" (UDP when the path lets it through).
+	UDPTransport string `json:"udp_transport,omitempty"`
 	// ServerOutput asks for the server's own report: "text" or "json".
 	ServerOutput string `json:"server_output,omitempty"`
 	Client       string `json:"client,omitempty"` // software and version, for logs
@@ -106,10 +112,16 @@ func (req *testRequest) check() error {
 		return errors.New("cookie must be 16 to 64 characters")
 	case req.Direction != dirUpload && req.Direction != dirDownload && req.Direction != dirBidir:
 		return fmt.Errorf("unknown direction %q", req.Direction)
-	case req.Protocol != "tcp":
+	case req.Protocol != "tcp" && req.Protocol != "udp":
 		return fmt.Errorf("protocol %q is not supported", req.Protocol)
 	case req.Length < 1 || req.Length > maxLength:
 		return fmt.Errorf("length %d out of range 1..%d", req.Length, maxLength)
+	case req.udp() && (req.Length < minDatagram || req.Length > maxDatagram):
+		return fmt.Errorf("a UDP datagram of %d bytes is out of range %d..%d", req.Length, minDatagram, maxDatagram)
+	case req.udp() && req.UDPTransport != "auto" && req.UDPTransport != "udp" && req.UDPTransport != "ws":
+		return fmt.Errorf("unknown udp_transport %q", req.UDPTransport)
+	case !(req.Rate >= 0 && req.Rate <= maxRate):
+		return fmt.Errorf("rate %g out of range 0..%g", req.Rate, maxRate)
 	case req.Parallel < 1 || req.Parallel > maxParallel:
 		return fmt.Errorf("parallel %d out of range 1..%d", req.Parallel, maxParallel)
 	case req.Bytes < 0 || req.Blocks < 0 || req.Omit < 0 || req.Interval < 0 || req.Window < 0 || req.MSS < 0:
@@ -127,6 +139,9 @@ func (req *testRequest) check() error {
 	}
 	return nil
 }
+
+// udp tells a UDP test from a TCP one.
+func (req *testRequest) udp() bool { return req.Protocol == "udp" }
 
 // byteTarget is how many bytes each direction sends, or 0 for a timed test.
 func (req *testRequest) byteTarget() int64 {
@@ -170,6 +185,24 @@ type acceptMsg struct {
 	Version int    `json:"version"`
 	Server  string `json:"server"` // software and version
 	Cookie  string `json:"cookie"`
+	// UDP offers real UDP to a UDP test whose transport allows it.
+	UDP *udpOffer `json:"udp,omitempty"`
+}
+
+// udpOffer is where a UDP test's datagrams may go, and the session's
+// secret that the client's hellos must carry (udp_net.go).
+type udpOffer struct {
+	Port   int    `json:"port"`
+	Secret string `json:"secret"` // 32 hex digits
+}
+
+// transportMsg is the client's choice for a UDP test, after its hellos:
+// "udp" when every stream's hello was answered, else "websocket", with
+// the reason, and the streams then join as WebSocket connections.
+type transportMsg struct {
+	Type      string `json:"type"`
+	Transport string `json:"transport"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // refuseMsg answers a refused request or reports a failed test; the
@@ -214,6 +247,7 @@ type streamResult struct {
 	Seconds float64    `json:"seconds"`
 	End     float64    `json:"end"`
 	TCP     *tcpTotals `json:"tcp,omitempty"` // sender side, where TCP_INFO exists
+	UDP     *udpCounts `json:"udp,omitempty"` // UDP tests
 	// Intervals stay with the side that measured them: the results sent
 	// to the peer leave them out (the server's own report, when asked
 	// for, carries its intervals).
@@ -227,6 +261,20 @@ type interval struct {
 	Bytes   int64        `json:"bytes"`
 	Omitted bool         `json:"omitted,omitempty"`
 	TCP     *tcpSnapshot `json:"tcp,omitempty"`
+	UDP     *udpCounts   `json:"udp,omitempty"`
+}
+
+// udpCounts are a UDP stream's datagrams as one side saw them: what a
+// sender sent (and, over WebSocket, dropped because the connection had
+// backed up); what a receiver got, lost, got out of order or twice, and
+// the jitter at the end of the span.
+type udpCounts struct {
+	Packets    int64   `json:"packets"`
+	Lost       int64   `json:"lost,omitempty"`
+	OutOfOrder int64   `json:"out_of_order,omitempty"`
+	Duplicates int64   `json:"duplicates,omitempty"`
+	Dropped    int64   `json:"dropped,omitempty"`
+	JitterMs   float64 `json:"jitter_ms,omitempty"`
 }
 
 // tcpSnapshot is what TCP_INFO says at the end of an interval. Times are
