@@ -48,6 +48,10 @@ type clientTest struct {
 	req    testRequest
 	ctrl   *wsConn
 	engine *testRun
+	// A UDP test's real-UDP offer, and how its datagrams travel.
+	offer           *udpOffer
+	transport       string
+	transportReason string
 }
 
 // targetURL turns -c and -p into the server's URL. A bare host gets
@@ -175,6 +179,9 @@ func (t *clientTest) run(ctx context.Context) error {
 	}
 	t.req = requestFrom(t.cfg)
 	t.rep.connecting(t.url, &t.req)
+	if t.req.udp() && t.req.Rate == 0 && t.rep.text() {
+		t.rep.out.println("warning: -b 0 sends as fast as the path takes it, so loss is expected")
+	}
 	streams, err := t.setUp(ctx)
 	defer func() {
 		if t.ctrl != nil {
@@ -203,6 +210,12 @@ func (t *clientTest) setUp(ctx context.Context) ([]*stream, error) {
 	if err := t.negotiate(); err != nil {
 		return nil, err
 	}
+	if t.req.udp() {
+		streams, err := t.udpStreams(ctx)
+		if err != nil || streams != nil {
+			return streams, errors.Join(err, t.awaitStart())
+		}
+	}
 	streams, err := t.openStreams(ctx)
 	if err != nil {
 		return streams, err
@@ -224,6 +237,7 @@ func (t *clientTest) negotiate() error {
 		var a acceptMsg
 		json.Unmarshal(msg, &a)
 		t.rep.serverVersion = a.Server
+		t.offer = a.UDP
 		return nil
 	case msgRefuse, msgError:
 		return refusal(msg)
@@ -238,8 +252,7 @@ func (t *clientTest) openStreams(ctx context.Context) ([]*stream, error) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range streams {
-		// Upload streams first, as iperf3 numbers its bidir streams.
-		sending := t.req.Direction == dirUpload || (t.req.Direction == dirBidir && i < t.req.Parallel)
+		sending := t.sendsOn(i)
 		dir := streamDown
 		if sending {
 			dir = streamUp
@@ -253,6 +266,9 @@ func (t *clientTest) openStreams(ctx context.Context) ([]*stream, error) {
 				return
 			}
 			streams[i] = &stream{id: i + 1, sending: sending, conn: c}
+			if t.req.udp() {
+				streams[i].dgram = newDatagramStream(!sending)
+			}
 			if err := t.sockOpts().applyPortable(c.NetConn()); err != nil {
 				errs[i] = fmt.Errorf("socket options: %w", err)
 				return
@@ -268,6 +284,12 @@ func (t *clientTest) openStreams(ctx context.Context) ([]*stream, error) {
 		}
 	}
 	return live, errors.Join(errs...)
+}
+
+// sendsOn tells whether the client sends on the stream at index i.
+// Upload streams come first, as iperf3 numbers its bidir streams.
+func (t *clientTest) sendsOn(i int) bool {
+	return t.req.Direction == dirUpload || (t.req.Direction == dirBidir && i < t.req.Parallel)
 }
 
 // awaitStart waits for the server's go, or its reason for not giving one.
@@ -293,6 +315,9 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	hardStop := req.hardStop(t.idle, 365*24*time.Hour)
 	run := newTestRun(req, t.idle, hardStop)
 	run.keepIntervals = t.cfg.json
+	if t.transport == "udp" {
+		run.onSendersDone = func() { sendJSON(t.ctrl, sentMsg()) }
+	}
 	run.streams = streams
 	t.engine = run
 	t.rep.started(run.connections())
@@ -305,10 +330,10 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	onInterrupt := context.AfterFunc(ctx, func() { sendJSON(t.ctrl, map[string]string{"type": msgStop}) })
 	defer onInterrupt()
 
-	watch := watchControl(t.ctrl, hardStop+t.idle, "the server", nil, func() {
+	watch := watchControl(t.ctrl, hardStop+t.idle, "the server", controlEvents{sent: run.peerSendersDone, fail: func() {
 		cancelRun()
 		abortAll(run.streams)
-	})
+	}})
 
 	runErr := run.run(runCtx)
 	if runErr != nil {

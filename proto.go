@@ -36,6 +36,7 @@ const (
 	msgResults   = "results"   // both ways, control: one side's measurements
 	msgError     = "error"     // both ways, control: the test failed, why
 	msgTransport = "transport" // client → server, control: how a UDP test's datagrams travel
+	msgSent      = "sent"      // both ways, control: this side's real-UDP senders are done
 	msgTraceHop  = "hop"       // server → client: one reverse traceroute hop
 	msgTraceEnd  = "trace_end"
 )
@@ -195,6 +196,10 @@ type udpOffer struct {
 	Port   int    `json:"port"`
 	Secret string `json:"secret"` // 32 hex digits
 }
+
+// sentMsg tells the peer that this side's real-UDP senders are done,
+// which is how its receivers know to drain and stop.
+func sentMsg() map[string]string { return map[string]string{"type": msgSent} }
 
 // transportMsg is the client's choice for a UDP test, after its hellos:
 // "udp" when every stream's hello was answered, else "websocket", with
@@ -374,30 +379,40 @@ type controlWatch struct {
 	failed  chan error       // why the test cannot end normally, at most once
 }
 
+// controlEvents are what a watch does when the peer speaks during a
+// test. stop (the peer asks this end to stop sending) and sent (the
+// peer's senders are done) may be nil; fail ends this end's run before a
+// failure is reported.
+type controlEvents struct {
+	stop, sent, fail func()
+}
+
 // watchControl starts following c for at most wait. peer names the other
-// end in errors ("the server"). onStop, if set, runs when the peer asks to
-// stop early; onFail runs before a failure is reported, to end this end's
-// run.
-func watchControl(c *wsConn, wait time.Duration, peer string, onStop, onFail func()) *controlWatch {
+// end in errors ("the server").
+func watchControl(c *wsConn, wait time.Duration, peer string, on controlEvents) *controlWatch {
 	w := &controlWatch{results: make(chan *resultsMsg, 1), failed: make(chan error, 1)}
 	c.SetReadDeadline(time.Now().Add(wait))
-	go w.follow(c, peer, onStop, onFail)
+	go w.follow(c, peer, on)
 	return w
 }
 
-func (w *controlWatch) follow(c *wsConn, peer string, onStop, onFail func()) {
+func (w *controlWatch) follow(c *wsConn, peer string, on controlEvents) {
 	for {
 		_, msg, err := c.ReadMessage(nil)
 		if err != nil {
-			onFail()
+			on.fail()
 			w.failed <- fmt.Errorf("lost %s: %w", peer, err)
 			return
 		}
 		kind, _ := messageType(msg)
 		switch kind {
 		case msgStop:
-			if onStop != nil {
-				onStop()
+			if on.stop != nil {
+				on.stop()
+			}
+		case msgSent:
+			if on.sent != nil {
+				on.sent()
 			}
 		case msgResults:
 			var res resultsMsg
@@ -408,7 +423,7 @@ func (w *controlWatch) follow(c *wsConn, peer string, onStop, onFail func()) {
 			w.results <- &res
 			return
 		case msgRefuse, msgError:
-			onFail()
+			on.fail()
 			w.failed <- fmt.Errorf("%s ended the test: %s", peer, peerReason(msg))
 			return
 		}

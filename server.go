@@ -38,6 +38,7 @@ type server struct {
 	traces   *traceLimiter // reverse traceroutes per client address
 	resolver *net.Resolver // PTR names and geo lookups for reverse traces
 	geo      *geoCache     // nil with --no-geo
+	udp      *udpListener  // real UDP for UDP tests; nil with --no-udp
 }
 
 // session is a test from its request to its end.
@@ -110,6 +111,12 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 		IdleTimeout:       s.idle,
 		// A port scan or a half-open client is not worth a log line.
 		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	if !cfg.noUDP {
+		s.udp = s.listenUDP(ln.Addr())
+		if s.udp != nil {
+			defer s.udp.close()
+		}
 	}
 	if !cfg.json {
 		out.printf("Server listening on %s (wperf %s, protocol %s)", ln.Addr(), version, subprotocolV1)
@@ -250,6 +257,10 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 	if req.Parallel > s.cfg.maxParallel {
 		return nil, statusPolicyViolation, fmt.Errorf("%d parallel streams exceed this server's limit of %d (--max-parallel)", req.Parallel, s.cfg.maxParallel)
 	}
+	if total := req.Rate * float64(req.streamCount()); req.udp() && total > s.cfg.maxUDPRate {
+		return nil, statusPolicyViolation, fmt.Errorf("%s/sec of UDP exceeds this server's limit of %s/sec (--max-udp-rate)",
+			formatUnits(total/8, 'a'), formatUnits(s.cfg.maxUDPRate/8, 'a'))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.running >= s.cfg.maxClients || (s.cfg.oneOff && s.admitted > 0) {
@@ -269,6 +280,18 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 	s.running++
 	s.admitted++
 	return sess, 0, nil
+}
+
+// listenUDP opens the shared UDP socket on the TCP listener's address
+// and port. Without it the server still runs, and UDP tests fall back to
+// WebSocket.
+func (s *server) listenUDP(tcp net.Addr) *udpListener {
+	l, err := listenUDP(tcp.String())
+	if err != nil {
+		s.out.printf("no real UDP (%v): UDP tests will run over WebSocket", err)
+		return nil
+	}
+	return l
 }
 
 // release frees a test's slot; with -1 it also ends the server.
@@ -317,11 +340,23 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 		return
 	}
 	defer s.release(sess)
-	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie}); err != nil {
+	plan := s.planUDP(req)
+	defer plan.end()
+	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer}); err != nil {
 		c.Abort()
 		return
 	}
-	streams, err := s.collect(sess)
+	if req.udp() {
+		if err := plan.awaitTransport(c); err != nil {
+			s.logRefusal(peer, err)
+			refuse(c, statusPolicyViolation, err.Error())
+			return
+		}
+	}
+	var streams []joinedStream
+	if plan.transport != "udp" {
+		streams, err = s.collect(sess)
+	}
 	defer func() {
 		for _, st := range streams {
 			st.conn.Abort()
@@ -332,7 +367,7 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 		refuse(c, statusPolicyViolation, err.Error())
 		return
 	}
-	st := &serverTest{srv: s, ctrl: c, sess: sess, streams: streams, startedAt: time.Now()}
+	st := &serverTest{srv: s, ctrl: c, sess: sess, streams: streams, udp: plan, startedAt: time.Now()}
 	st.run()
 }
 
@@ -368,6 +403,7 @@ type serverTest struct {
 	ctrl      *wsConn
 	sess      *session
 	streams   []joinedStream
+	udp       *udpPlan // a UDP test's transport
 	startedAt time.Time
 	engine    *testRun
 	hardStop  time.Duration
@@ -399,12 +435,25 @@ func (t *serverTest) prepare() (*testRun, error) {
 	run := newTestRun(req, s.idle, t.hardStop)
 	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
 	t.engine = run
+	if run.udp && run.rate == 0 {
+		// An unpaced test's server sends no faster than its UDP cap.
+		run.rate = s.cfg.maxUDPRate / float64(req.streamCount())
+	}
+	if t.udp.transport == "udp" {
+		run.streams = t.udp.streams(req, s.udp.conn.LocalAddr())
+		run.onSendersDone = func() { sendJSON(t.ctrl, sentMsg()) }
+		return run, nil
+	}
 	for _, js := range t.streams {
 		if err := opts.applyAccepted(js.conn.NetConn()); err != nil {
 			return nil, err
 		}
 		js.conn.SetLimits(streamMaxMessage(req.Length), streamReadBuffer(req.Length, len(t.streams)))
-		run.streams = append(run.streams, &stream{id: js.hello.ID, sending: js.hello.Direction == streamDown, conn: js.conn})
+		st := &stream{id: js.hello.ID, sending: js.hello.Direction == streamDown, conn: js.conn}
+		if run.udp {
+			st.dgram = newDatagramStream(!st.sending)
+		}
+		run.streams = append(run.streams, st)
 	}
 	sortStreams(run.streams)
 	return run, nil
@@ -421,10 +470,10 @@ func (t *serverTest) measure(run *testRun) (*resultsMsg, error) {
 		t.goodbye()
 		abortAll(run.streams)
 	})
-	watch := watchControl(t.ctrl, t.hardStop+s.idle, "the client", run.stop, func() {
+	watch := watchControl(t.ctrl, t.hardStop+s.idle, "the client", controlEvents{stop: run.stop, sent: run.peerSendersDone, fail: func() {
 		cancel()
 		run.stop()
-	})
+	}})
 	if err := run.run(ctx); err != nil {
 		return nil, err
 	}

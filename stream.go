@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -68,8 +69,9 @@ func (p *poolReader) next(n int) []byte {
 // stream is one connection's share of a test, as seen from this end.
 type stream struct {
 	id      int
-	sending bool // this end sends on it
-	conn    *wsConn
+	sending bool            // this end sends on it
+	conn    *wsConn         // nil for a UDP test's stream over real UDP
+	dgram   *datagramStream // a UDP test's datagram state; nil for TCP
 
 	moved atomic.Int64 // payload bytes handed to the kernel, or received
 	endAt atomic.Int64 // nanoseconds from the run's start until it finished; 0 while running
@@ -88,6 +90,8 @@ type stream struct {
 	rttSum    int64
 	rttCount  int64
 	hasTCP    bool
+	lastUDP   udpCounts // UDP counts when the previous interval closed
+	udpBase   udpCounts // UDP counts when the omitted period ended
 }
 
 // testRun is one end's part of a test: its streams, clock and limits.
@@ -118,6 +122,15 @@ type testRun struct {
 	cpuUser  time.Duration
 	cpuSys   time.Duration
 	cpu      cpuPercent
+	// udp: the streams carry paced datagrams (udp_stream.go).
+	udp  bool
+	rate float64 // bits/s per sending stream; 0 unpaced
+	// onSendersDone, when set, runs once every sending stream of this
+	// end has finished: over real UDP the peer learns of it on the
+	// control connection, as datagrams carry no close.
+	onSendersDone func()
+	peerDone      chan struct{} // closed when the peer's senders are done
+	peerDoneOnce  sync.Once
 	// congestion is the algorithm of a sending stream (any stream if this
 	// end only receives), read while the sockets are open.
 	congestion string
@@ -133,6 +146,9 @@ func newTestRun(req *testRequest, idle, hardStop time.Duration) *testRun {
 		idle:     idle,
 		hardStop: hardStop,
 		stopping: make(chan struct{}),
+		udp:      req.udp(),
+		rate:     req.Rate,
+		peerDone: make(chan struct{}),
 	}
 	if run.target == 0 {
 		run.duration = seconds2dur(req.Time)
@@ -161,7 +177,7 @@ func (run *testRun) run(ctx context.Context) error {
 	run.start = time.Now()
 	run.cpuUser, run.cpuSys = processCPU()
 	for i, s := range run.streams {
-		if s.sending || i == len(run.streams)-1 {
+		if !run.udp && (s.sending || i == len(run.streams)-1) {
 			run.congestion = congestionOf(s.conn.NetConn())
 			break
 		}
@@ -172,7 +188,7 @@ func (run *testRun) run(ctx context.Context) error {
 	}
 	// Retransmits count from here: slow start's belong to the first interval.
 	for _, s := range run.streams {
-		if !s.sending {
+		if !s.sending || run.udp {
 			continue
 		}
 		if raw, ok := readTCPInfo(s.conn.NetConn()); ok {
@@ -185,26 +201,40 @@ func (run *testRun) run(ctx context.Context) error {
 	}
 	hard := time.AfterFunc(run.hardStop, func() {
 		run.stop()
-		for _, s := range run.streams {
-			s.conn.Abort()
-		}
+		abortAll(run.streams)
 	})
 	defer hard.Stop()
 	stopOnCancel := context.AfterFunc(ctx, run.stop)
 	defer stopOnCancel()
 
 	allDone := make(chan struct{})
-	var wg sync.WaitGroup
+	var wg, senders sync.WaitGroup
 	for _, s := range run.streams {
 		wg.Add(1)
+		if s.sending {
+			senders.Add(1)
+		}
 		go func() {
 			defer wg.Done()
-			if s.sending {
+			switch {
+			case s.dgram != nil && s.sending:
+				s.err = run.sendDatagrams(s)
+				senders.Done()
+			case s.dgram != nil:
+				s.err = run.receiveDatagrams(s)
+			case s.sending:
 				s.err = run.send(s)
-			} else {
+				senders.Done()
+			default:
 				s.err = run.receive(s)
 			}
 			s.endAt.CompareAndSwap(0, int64(time.Since(run.start)))
+		}()
+	}
+	if run.onSendersDone != nil {
+		go func() {
+			senders.Wait()
+			run.onSendersDone()
 		}()
 	}
 	clockDone := make(chan struct{})
@@ -235,6 +265,13 @@ func (run *testRun) reserve(want int64) (n int64, duringOmit bool) {
 	n = min(want, max(run.budget, 0))
 	run.budget -= n
 	return n, false
+}
+
+// refund returns bytes that were reserved but not sent to the budget.
+func (run *testRun) refund(n int64) {
+	run.acct.Lock()
+	run.budget += n
+	run.acct.Unlock()
 }
 
 // settle counts n sent bytes. Bytes reserved during the omitted period
@@ -458,7 +495,7 @@ func (run *testRun) closeInterval(at time.Duration, final bool) {
 func (run *testRun) nothingSinceLastInterval() bool {
 	marked := false
 	for _, s := range run.streams {
-		if s.moved.Load() != s.lastMoved {
+		if s.movedBytes() != s.lastMoved {
 			return false
 		}
 		marked = marked || len(s.intervals) > 0
@@ -471,12 +508,13 @@ func (run *testRun) omitEnded() {
 	for _, s := range run.streams {
 		s.baseline = s.lastMoved
 		s.tcpBase = s.lastRetr
+		s.udpBase = s.lastUDP
 	}
 	run.omitting = false
 }
 
 func (run *testRun) closeStreamInterval(s *stream, at time.Duration, final, omitted bool) {
-	moved := s.moved.Load()
+	moved := s.movedBytes()
 	start, end := s.lastAt, at
 	if e := time.Duration(s.endAt.Load()); final && e > 0 && e < at {
 		end = max(e, start)
@@ -491,7 +529,10 @@ func (run *testRun) closeStreamInterval(s *stream, at time.Duration, final, omit
 		Bytes:   moved - s.lastMoved,
 		Omitted: omitted,
 	}
-	if s.sending {
+	switch {
+	case s.dgram != nil:
+		iv.UDP = s.udpInterval()
+	case s.sending:
 		iv.TCP = s.sampleTCP(omitted)
 	}
 	s.lastMoved = moved
@@ -504,6 +545,7 @@ func (run *testRun) closeStreamInterval(s *stream, at time.Duration, final, omit
 		// up to the totals.
 		last := &s.intervals[len(s.intervals)-1]
 		last.End, last.Bytes, last.TCP = iv.End, last.Bytes+iv.Bytes, iv.TCP
+		last.UDP = addUDP(last.UDP, iv.UDP)
 	default:
 		s.intervals = append(s.intervals, iv)
 	}
@@ -569,7 +611,7 @@ func (run *testRun) results() []streamResult {
 		res := streamResult{
 			ID:        s.id,
 			Sender:    s.sending,
-			Bytes:     s.moved.Load() - s.baseline,
+			Bytes:     s.movedBytes() - s.baseline,
 			Seconds:   max(end, 0).Seconds(),
 			End:       max(end, 0).Seconds(),
 			Intervals: s.intervals,
@@ -577,6 +619,9 @@ func (run *testRun) results() []streamResult {
 		if s.hasTCP {
 			t := s.totals
 			res.TCP = &t
+		}
+		if s.dgram != nil {
+			res.UDP = s.udpTotals()
 		}
 		out = append(out, res)
 	}
@@ -599,11 +644,11 @@ func (run *testRun) latestIntervals() []streamResult {
 func (run *testRun) connections() ([]connInfo, socketInfo) {
 	var conns []connInfo
 	for _, s := range run.streams {
-		nc := s.conn.NetConn()
-		conns = append(conns, connInfo{id: s.id, local: nc.LocalAddr(), remote: nc.RemoteAddr()})
+		local, remote := s.addrs()
+		conns = append(conns, connInfo{id: s.id, local: local, remote: remote})
 	}
 	var sock socketInfo
-	if len(run.streams) > 0 {
+	if len(run.streams) > 0 && run.streams[0].conn != nil {
 		sock = socketFacts(run.streams[0].conn.NetConn())
 	}
 	return conns, sock
@@ -624,8 +669,27 @@ func (run *testRun) cpuSince() cpuPercent {
 
 func abortAll(streams []*stream) {
 	for _, s := range streams {
+		s.abort()
+	}
+}
+
+// abort drops the stream's connection (or datagram socket) at once.
+func (s *stream) abort() {
+	if s.conn != nil {
 		s.conn.Abort()
 	}
+	if s.dgram != nil {
+		s.dgram.abort()
+	}
+}
+
+// addrs are the stream's socket addresses.
+func (s *stream) addrs() (local, remote net.Addr) {
+	if s.conn != nil {
+		nc := s.conn.NetConn()
+		return nc.LocalAddr(), nc.RemoteAddr()
+	}
+	return s.dgram.addrs()
 }
 
 // sortStreams orders streams by id, the order every report uses.
