@@ -432,11 +432,12 @@ func (s *udpSender) send(n int) (int, error) {
 	return m, err
 }
 
-// sendPaced runs a sending stream until ctx ends: each wake-up sends
-// every datagram the pacer has due, in batches, then sleeps until the
-// next is due. send is a udpSender's send or a WebSocket equivalent.
+// sendPaced runs a sending stream until ctx ends or the pacer's schedule
+// does: each wake-up sends every datagram the pacer has due, in batches,
+// then sleeps until the next is due. send is a udpSender's send or a
+// WebSocket equivalent.
 func sendPaced(ctx context.Context, p *pacer, batch int, send func(n int) (int, error)) error {
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !p.finished(time.Now()) {
 		n := p.take(time.Now(), batch)
 		if n == 0 {
 			if err := p.wait(ctx); err != nil {

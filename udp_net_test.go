@@ -280,6 +280,12 @@ func TestUDPPacingLoopback(t *testing.T) {
 	}
 	res := pacedRun(t, 100e6, defaultDatagram, 3*time.Second)
 	t.Logf("%s", res)
+	if res.stalled() {
+		// Other work starved this process past the catch-up bound; the
+		// skipped slots are the pacer working as designed. Measure again.
+		res = pacedRun(t, 100e6, defaultDatagram, 3*time.Second)
+		t.Logf("again: %s", res)
+	}
 	if res.errPercent() > 1 || res.errPercent() < -1 {
 		t.Errorf("achieved %.0f bit/s, %.2f%% off 100 Mbit/s", res.sentRate, res.errPercent())
 	}
@@ -299,6 +305,10 @@ type pacedResult struct {
 }
 
 func (r pacedResult) errPercent() float64 { return 100 * (r.sentRate - r.rate) / r.rate }
+
+// stalled says the sender lost over half a percent of its slots to
+// stalls longer than pacerMaxBacklog.
+func (r pacedResult) stalled() bool { return r.skipped*200 > r.sent }
 
 func (r pacedResult) String() string {
 	return fmt.Sprintf("target %.0f bit/s: sent %d datagrams at %.0f bit/s (%+.3f%%), skipped %d; received %d, lost %d, jitter %.4f ms",
@@ -324,7 +334,8 @@ func pacedRun(t testing.TB, rate float64, size int, d time.Duration) pacedResult
 	start := time.Now().Add(10 * time.Millisecond)
 	s := c.newSender(size, start)
 	p := newPacer(rate, size, start)
-	ctx, cancel := context.WithDeadline(context.Background(), start.Add(d))
+	p.stopAt(start.Add(d))
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(d+5*time.Second))
 	defer cancel()
 	if err := sendPaced(ctx, p, s.batch(), s.send); err != nil {
 		t.Fatal(err)

@@ -291,7 +291,29 @@ func TestPacer(t *testing.T) {
 		size        int
 		steps       []step
 		wantSkipped int64
+		end         time.Duration // stopAt, if set
 	}{
+		{"ends at 10 ms: slots 0-9", 8e6, 1000, []step{
+			{5 * time.Millisecond, 100, 6},
+			{9 * time.Millisecond, 100, 4},
+			{time.Hour, 100, 0},
+		}, 0, 10 * time.Millisecond},
+		{"stall past the end sends nothing late", 8e6, 1000, []step{
+			{5 * time.Millisecond, 100, 6},
+			{time.Hour, 100, 0},
+		}, 4, 10 * time.Millisecond},
+		{"stall into the end", 8e6, 1000, []step{
+			{0, 100, 1},
+			{14 * time.Millisecond, 100, 5}, // slots 5-9: within 10 ms of 14 ms, cut at the end
+		}, 4, 10 * time.Millisecond},
+		{"end between slots", 8e6, 1000, []step{
+			{5 * time.Millisecond, 100, 6},
+			{10400 * time.Microsecond, 100, 5}, // slots 6-10: slot 10 is at 10 ms < 10.5 ms
+		}, 0, 10500 * time.Microsecond},
+		{"unpaced end", 0, 1000, []step{
+			{time.Second - 1, 5, 5},
+			{time.Second, 5, 0},
+		}, 0, time.Second},
 		{"1 ms slots", 8e6, 1000, []step{
 			{-time.Second, 100, 0}, // before the start
 			{0, 100, 1},            // slot 0 is due at the start
@@ -301,40 +323,43 @@ func TestPacer(t *testing.T) {
 			{3 * time.Millisecond, 100, 2},
 			{3 * time.Millisecond, 100, 0},
 			{4500 * time.Microsecond, 100, 1},
-		}, 0},
+		}, 0, 0},
 		{"batch limit", 8e6, 1000, []step{
 			{4 * time.Millisecond, 2, 2},
 			{4 * time.Millisecond, 2, 2},
 			{4 * time.Millisecond, 2, 1},
 			{4 * time.Millisecond, 2, 0},
-		}, 0},
-		{"stall of 2 s catches up 5 ms", 8e6, 1000, []step{
+		}, 0, 0},
+		{"stall of 2 s catches up 10 ms", 8e6, 1000, []step{
 			{0, 1000, 1},
-			{2 * time.Second, 1000, 5},
+			{2 * time.Second, 1000, 10},
 			{2*time.Second + time.Millisecond, 1000, 1},
-		}, 2000 - 5},
+		}, 2000 - 10, 0},
 		{"slow rate stall catches up one", 64e3, 1400, []step{ // 175 ms slots
 			{0, 10, 1},
 			{174 * time.Millisecond, 10, 0},
 			{175 * time.Millisecond, 10, 1},
 			{2 * time.Second, 10, 1},
 			{2100 * time.Millisecond, 10, 1}, // slot 12 at 2.1 s
-		}, 9},
+		}, 9, 0},
 		{"unpaced", 0, 1400, []step{
 			{0, 64, 64},
 			{0, 64, 64},
 			{-time.Hour, 7, 7},
-		}, 0},
+		}, 0, 0},
 		{"1 Gbit/s exact count", 1e9, 1250, []step{ // 10 µs slots
-			{time.Second - 1, 1 << 30, 500},                     // capped at 5 ms
+			{time.Second - 1, 1 << 30, 1000},                    // capped at 10 ms
 			{time.Second, 1 << 30, 1},                           // slot 100000
 			{time.Second + 49*time.Microsecond, 1 << 30, 4},     // slots 100001-100004
 			{time.Second + 50*time.Microsecond - 1, 1 << 30, 0}, // slot 100005 not yet
 			{time.Second + 50*time.Microsecond, 1 << 30, 1},     // now
-		}, 100000 - 500},
+		}, 100000 - 1000, 0},
 	}
 	for _, tt := range tests {
 		p := newPacer(tt.rate, tt.size, start)
+		if tt.end != 0 {
+			p.stopAt(at(tt.end))
+		}
 		for i, s := range tt.steps {
 			if got := p.take(at(s.at), s.limit); got != s.want {
 				t.Errorf("%s: step %d at %v: took %d, want %d", tt.name, i, s.at, got, s.want)
