@@ -93,6 +93,9 @@ func requestFrom(cfg *config) testRequest {
 		MSS:        cfg.mss,
 		Client:     software,
 	}
+	if cfg.udp {
+		req.Protocol, req.Rate, req.UDPTransport = "udp", cfg.rate, cfg.udpTransport
+	}
 	switch {
 	case cfg.reverse:
 		req.Direction = dirDownload

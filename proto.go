@@ -415,6 +415,11 @@ func (w *controlWatch) follow(c *wsConn, peer string, on controlEvents) {
 				on.sent()
 			}
 		case msgResults:
+			// Results mean the peer's senders are done, whether or not
+			// it said so first.
+			if on.sent != nil {
+				on.sent()
+			}
 			var res resultsMsg
 			if err := json.Unmarshal(msg, &res); err != nil {
 				w.failed <- fmt.Errorf("bad results from %s: %w", peer, err)

@@ -231,12 +231,16 @@ func (run *testRun) run(ctx context.Context) error {
 			s.endAt.CompareAndSwap(0, int64(time.Since(run.start)))
 		}()
 	}
-	if run.onSendersDone != nil {
-		go func() {
-			senders.Wait()
+	hooked := make(chan struct{})
+	go func() {
+		defer close(hooked)
+		if senders.Wait(); run.onSendersDone != nil {
 			run.onSendersDone()
-		}()
-	}
+		}
+	}()
+	// The peer hears that our senders are done before anything this
+	// end says after the run, such as its results.
+	defer func() { <-hooked }()
 	clockDone := make(chan struct{})
 	go func() {
 		defer close(clockDone)
