@@ -2,13 +2,24 @@ package main
 
 // main_test.go covers the command line: getopt-style parsing, the checks
 // that span several options, the usage error format and exit codes, and
-// --help / --version.
+// --help / --version. TestMain is here too.
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
+
+// TestMain removes the wperf binary that the tests built (wperfBinary, in
+// lab_helpers_test.go), once all tests ran.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if labBinary.dir != "" {
+		os.RemoveAll(labBinary.dir)
+	}
+	os.Exit(code)
+}
 
 // runArgs calls run in-process and returns its exit code and output.
 func runArgs(t *testing.T, args ...string) (code int, stdout, stderr string) {

@@ -5,21 +5,23 @@ import (
 	"time"
 )
 
-func TestNextMarkSchedule(t *testing.T) {
+// TestNextIntervalEndSchedule: nextIntervalEnd's grid of interval ends,
+// with and without -i, -O and a set duration.
+func TestNextIntervalEndSchedule(t *testing.T) {
 	const s = time.Second
 	tests := []struct {
 		name                     string
 		interval, omit, duration time.Duration
-		want                     []time.Duration // marks in order; the last is the scheduled end when timed
+		want                     []time.Duration // interval ends in order; the last is the scheduled end when timed
 	}{
 		{"timed, whole intervals", s, 0, 3 * s, []time.Duration{s, 2 * s, 3 * s}},
 		{"timed, partial last interval", s, 0, 2500 * time.Millisecond, []time.Duration{s, 2 * s, 2500 * time.Millisecond}},
 		{"half-second intervals", s / 2, 0, 1200 * time.Millisecond, []time.Duration{s / 2, s, 1200 * time.Millisecond}},
 		{"omit restarts the grid", s, 1500 * time.Millisecond, 2 * s, []time.Duration{s, 1500 * time.Millisecond, 2500 * time.Millisecond, 3500 * time.Millisecond}},
-		{"no interval reports: omit only, then the final mark", 0, s, 2 * s, []time.Duration{s}},
-		{"no interval, no omit: the final mark only", 0, 0, 2 * s, nil},
+		{"no interval reports: omit only, then the final interval", 0, s, 2 * s, []time.Duration{s}},
+		{"no interval, no omit: the final interval only", 0, 0, 2 * s, nil},
 		{"sized test: grid without an end", s, 0, 0, []time.Duration{s, 2 * s, 3 * s, 4 * s}},
-		{"sized test, no interval: final mark only", 0, 0, 0, nil},
+		{"sized test, no interval: final interval only", 0, 0, 0, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -32,11 +34,11 @@ func TestNextMarkSchedule(t *testing.T) {
 					break
 				}
 				if next <= last && len(got) > 0 {
-					t.Fatalf("mark %v does not advance past %v: the clock would spin", next, last)
+					t.Fatalf("interval end %v does not advance past %v: the clock would spin", next, last)
 				}
 				wantEnd := tc.duration > 0 && next == tc.omit+tc.duration
 				if isEnd != wantEnd {
-					t.Errorf("mark %v: isEnd = %v, want %v", next, isEnd, wantEnd)
+					t.Errorf("interval end %v: isEnd = %v, want %v", next, isEnd, wantEnd)
 				}
 				got = append(got, next)
 				last = next
@@ -45,11 +47,11 @@ func TestNextMarkSchedule(t *testing.T) {
 				}
 			}
 			if len(got) != len(tc.want) {
-				t.Fatalf("marks %v, want %v", got, tc.want)
+				t.Fatalf("interval ends %v, want %v", got, tc.want)
 			}
 			for i := range got {
 				if got[i] != tc.want[i] {
-					t.Fatalf("marks %v, want %v", got, tc.want)
+					t.Fatalf("interval ends %v, want %v", got, tc.want)
 				}
 			}
 		})
