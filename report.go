@@ -120,6 +120,10 @@ type testView struct {
 	sockInfo   socketInfo
 	serverText string
 	serverJSON json.RawMessage
+	// A UDP test's transport, "udp" or "websocket", and why it is not
+	// real UDP when auto fell back (or the user chose WebSocket).
+	transport       string
+	transportReason string
 }
 
 // socketInfo are iperf3's start.* socket facts.
@@ -141,6 +145,23 @@ func (v *testView) primary(sending bool) bool {
 }
 
 func (v *testView) bidir() bool { return v.req.Direction == dirBidir }
+
+// protocolName is the protocol as iperf3 names it in reports.
+func (v *testView) protocolName() string {
+	if v.req.udp() {
+		return "UDP"
+	}
+	return "TCP"
+}
+
+// transportName is how the test's data travelled: over the WebSocket
+// connections, unless a UDP test got real UDP.
+func (v *testView) transportName() string {
+	if v.transport == "" {
+		return "websocket"
+	}
+	return v.transport
+}
 
 // roleTag is --bidir's [TX-C]-style column.
 func (v *testView) roleTag(sending bool) string {
@@ -164,6 +185,76 @@ func (v *testView) remoteFor(id int) (streamResult, bool) {
 		}
 	}
 	return streamResult{}, false
+}
+
+// ---- a UDP test's datagrams ----
+
+// datagrams are a UDP stream's counts (or a sum of streams') as the
+// reports state them.
+type datagrams struct {
+	sent       int64 // what the sender put on the wire
+	dropped    int64 // what a WebSocket sender dropped instead
+	total      int64 // loss's denominator: what the sender numbered
+	lost       int64
+	outOfOrder int64
+	jitterMs   float64
+}
+
+func (d datagrams) lostPercent() float64 {
+	if d.total == 0 {
+		return 0
+	}
+	return 100 * float64(d.lost) / float64(d.total)
+}
+
+// datagrams settles a stream's counts from both ends. Once the sender's
+// count is known it decides: whatever it numbered and never arrived is
+// lost, its drops and a lost tail included, which sequence gaps alone
+// miss. Until then the receiver's own view stands.
+func (p endPair) datagrams() datagrams {
+	var d datagrams
+	s, r := p.sender.UDP, p.receiver.UDP
+	if r != nil {
+		d = datagrams{total: r.Packets + r.Lost, lost: r.Lost, outOfOrder: r.OutOfOrder, jitterMs: r.JitterMs}
+	}
+	if s != nil {
+		d.sent, d.dropped, d.total = s.Packets, s.Dropped, s.Packets+s.Dropped
+		if r != nil {
+			d.lost = max(d.total-r.Packets, 0)
+		}
+	}
+	return d
+}
+
+// datagrams are one side's counts over an interval; a receiver's total
+// is what it got plus what it found missing, as iperf3's is.
+func (e intervalEntry) datagrams() datagrams {
+	var c udpCounts
+	if e.iv.UDP != nil {
+		c = *e.iv.UDP
+	}
+	if e.sending {
+		return datagrams{sent: c.Packets, dropped: c.Dropped, total: c.Packets + c.Dropped}
+	}
+	return datagrams{total: c.Packets + c.Lost, lost: c.Lost, outOfOrder: c.OutOfOrder, jitterMs: c.JitterMs}
+}
+
+// sumDatagrams adds up streams' counts. Jitter is no count: iperf3 takes
+// the streams' mean.
+func sumDatagrams(ds []datagrams) datagrams {
+	var sum datagrams
+	for _, d := range ds {
+		sum.sent += d.sent
+		sum.dropped += d.dropped
+		sum.total += d.total
+		sum.lost += d.lost
+		sum.outOfOrder += d.outOfOrder
+		sum.jitterMs += d.jitterMs
+	}
+	if len(ds) > 0 {
+		sum.jitterMs /= float64(len(ds))
+	}
+	return sum
 }
 
 // ---- the client's live reporter ----
@@ -218,9 +309,12 @@ func (rep *reporter) started(conns []connInfo, sock socketInfo) {
 		for _, l := range v.connectLines() {
 			rep.out.println(l)
 		}
+		if l := v.transportLine(); l != "" {
+			rep.out.println(l)
+		}
 		if rep.cfg.verbose {
-			rep.out.printf("Starting Test: protocol: TCP, %d streams, %d byte blocks, omitting %g seconds, %s, tos 0",
-				v.req.Parallel, v.req.Length, v.req.Omit, testAmount(v.req))
+			rep.out.printf("Starting Test: protocol: %s, %d streams, %d byte blocks, omitting %g seconds, %s, tos 0",
+				v.protocolName(), v.req.Parallel, v.req.Length, v.req.Omit, testAmount(v.req))
 		}
 	}
 }

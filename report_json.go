@@ -77,7 +77,8 @@ type jsonTestStart struct {
 // jsonWPerfStart holds what only wperf knows, under its own key.
 type jsonWPerfStart struct {
 	Version         string `json:"version"`
-	Transport       string `json:"transport"`
+	Transport       string `json:"transport"`                  // "websocket", or "udp" for a UDP test over real UDP
+	TransportReason string `json:"transport_reason,omitempty"` // why a UDP test is not over real UDP
 	URL             string `json:"url,omitempty"`
 	Subprotocol     string `json:"subprotocol"`
 	ProtocolVersion int    `json:"protocol_version"`
@@ -108,6 +109,7 @@ type jsonIntervalStream struct {
 	Socket int `json:"socket"`
 	jsonSpan
 	*tcpSnapshot
+	*jsonDatagrams
 	Omitted bool `json:"omitted"`
 	Sender  bool `json:"sender"`
 }
@@ -115,14 +117,27 @@ type jsonIntervalStream struct {
 type jsonSum struct {
 	jsonSpan
 	Retransmits *int64 `json:"retransmits,omitempty"`
-	Omitted     *bool  `json:"omitted,omitempty"`
-	Sender      bool   `json:"sender"`
+	*jsonDatagrams
+	Omitted *bool `json:"omitted,omitempty"`
+	Sender  bool  `json:"sender"`
+}
+
+// jsonDatagrams are a UDP object's counts. A sender's interval has
+// packets alone; everything else has all four, zeros included, as
+// iperf3 writes them.
+type jsonDatagrams struct {
+	JitterMs    *float64 `json:"jitter_ms,omitempty"`
+	LostPackets *int64   `json:"lost_packets,omitempty"`
+	Packets     int64    `json:"packets"`
+	LostPercent *float64 `json:"lost_percent,omitempty"`
 }
 
 type jsonEnd struct {
 	Streams                 []jsonEndStream `json:"streams,omitempty"` // absent only in an error document's "end": {}
+	Sum                     *jsonSum        `json:"sum,omitempty"`     // UDP
 	SumSent                 *jsonSum        `json:"sum_sent,omitempty"`
 	SumReceived             *jsonSum        `json:"sum_received,omitempty"`
+	SumBidirReverse         *jsonSum        `json:"sum_bidir_reverse,omitempty"` // UDP
 	SumSentBidirReverse     *jsonSum        `json:"sum_sent_bidir_reverse,omitempty"`
 	SumReceivedBidirReverse *jsonSum        `json:"sum_received_bidir_reverse,omitempty"`
 	CPU                     *jsonCPU        `json:"cpu_utilization_percent,omitempty"`
@@ -130,9 +145,25 @@ type jsonEnd struct {
 	ReceiverCongestion      string          `json:"receiver_tcp_congestion,omitempty"`
 }
 
+// jsonEndStream is one stream's summary: a TCP stream's sender and
+// receiver halves, or a UDP stream's single object that merges both.
 type jsonEndStream struct {
-	Sender   jsonEndSide `json:"sender"`
-	Receiver jsonEndSide `json:"receiver"`
+	Sender   *jsonEndSide `json:"sender,omitempty"`
+	Receiver *jsonEndSide `json:"receiver,omitempty"`
+	UDP      *jsonEndUDP  `json:"udp,omitempty"`
+}
+
+// jsonEndUDP is iperf3's end.streams[].udp: the sender's bytes and time,
+// the receiver's jitter and loss.
+type jsonEndUDP struct {
+	Socket int `json:"socket"`
+	jsonSpan
+	*jsonDatagrams
+	OutOfOrder int64 `json:"out_of_order"`
+	// Dropped is wperf's own: datagrams a WebSocket sender dropped
+	// because its connection had backed up (counted lost too).
+	Dropped int64 `json:"dropped,omitempty"`
+	Sender  bool  `json:"sender"`
 }
 
 type jsonEndSide struct {
@@ -173,7 +204,7 @@ func (v *testView) startJSON() jsonStart {
 		SndbufActual:  v.sockInfo.sndbuf,
 		RcvbufActual:  v.sockInfo.rcvbuf,
 		TestStart: jsonTestStart{
-			Protocol:   "TCP",
+			Protocol:   v.protocolName(),
 			NumStreams: req.Parallel,
 			Blksize:    req.Length,
 			Omit:       req.Omit,
@@ -186,12 +217,17 @@ func (v *testView) startJSON() jsonStart {
 		TestParameters: req,
 		WPerf: jsonWPerfStart{
 			Version:         version,
-			Transport:       "websocket",
+			Transport:       v.transportName(),
+			TransportReason: v.transportReason,
 			URL:             v.url,
 			Subprotocol:     subprotocolV1,
 			ProtocolVersion: req.Version,
 			Server:          v.serverVer,
 		},
+	}
+	if req.udp() {
+		d.TargetBitrate = int(req.Rate)
+		d.TestStart.TargetBitrate = d.TargetBitrate
 	}
 	peer := &jsonHostPort{Host: v.peerHost, Port: v.peerPort}
 	if v.isServer {
@@ -253,11 +289,12 @@ type intervalEntry struct {
 
 func (e intervalEntry) json() jsonIntervalStream {
 	return jsonIntervalStream{
-		Socket:      e.id,
-		jsonSpan:    newSpan(e.iv.Start, e.iv.End, e.iv.End-e.iv.Start, e.iv.Bytes),
-		tcpSnapshot: e.iv.TCP,
-		Omitted:     e.iv.Omitted,
-		Sender:      e.sending,
+		Socket:        e.id,
+		jsonSpan:      newSpan(e.iv.Start, e.iv.End, e.iv.End-e.iv.Start, e.iv.Bytes),
+		tcpSnapshot:   e.iv.TCP,
+		jsonDatagrams: e.udpJSON(),
+		Omitted:       e.iv.Omitted,
+		Sender:        e.sending,
 	}
 }
 
@@ -278,11 +315,56 @@ func sumIntervals(es []intervalEntry) *jsonSum {
 		}
 	}
 	omitted := es[0].iv.Omitted
-	s := &jsonSum{jsonSpan: newSpan(start, end, end-start, bytes), Omitted: &omitted, Sender: es[0].sending}
+	s := &jsonSum{jsonSpan: newSpan(start, end, end-start, bytes), jsonDatagrams: sumIntervalDatagrams(es), Omitted: &omitted, Sender: es[0].sending}
 	if hasRetr {
 		s.Retransmits = &retr
 	}
 	return s
+}
+
+// udpJSON is a UDP stream's counts over one interval; nil for TCP.
+func (e intervalEntry) udpJSON() *jsonDatagrams {
+	if e.iv.UDP == nil {
+		return nil
+	}
+	return e.datagrams().intervalJSON(e.sending)
+}
+
+// sumIntervalDatagrams adds up one direction's UDP counts over one
+// interval; nil for TCP.
+func sumIntervalDatagrams(es []intervalEntry) *jsonDatagrams {
+	if es[0].iv.UDP == nil {
+		return nil
+	}
+	ds := make([]datagrams, len(es))
+	for i, e := range es {
+		ds[i] = e.datagrams()
+	}
+	return sumDatagrams(ds).intervalJSON(es[0].sending)
+}
+
+// intervalJSON: a sender's interval counts what it sent, a receiver's
+// what it saw.
+func (d datagrams) intervalJSON(sending bool) *jsonDatagrams {
+	if sending {
+		return &jsonDatagrams{Packets: d.sent}
+	}
+	return d.receivedJSON()
+}
+
+// receivedJSON is the receiver's account: jitter and loss out of what
+// the sender numbered.
+func (d datagrams) receivedJSON() *jsonDatagrams {
+	jitter, lost, percent := d.jitterMs, d.lost, d.lostPercent()
+	return &jsonDatagrams{JitterMs: &jitter, LostPackets: &lost, Packets: d.total, LostPercent: &percent}
+}
+
+// sentJSON is iperf3's sender summary: what went out, and zeros where
+// only a receiver could know.
+func (d datagrams) sentJSON() *jsonDatagrams {
+	var zero float64
+	var none int64
+	return &jsonDatagrams{JitterMs: &zero, LostPackets: &none, Packets: d.sent, LostPercent: &zero}
 }
 
 // endPair is one stream's sender and receiver summaries.
@@ -309,6 +391,51 @@ func (v *testView) pairs() []endPair {
 		out = append(out, p)
 	}
 	return out
+}
+
+// senderKnown tells whether the sender's results are at hand: its own,
+// or the peer's once they arrived.
+func (p endPair) senderKnown() bool { return p.sending || p.hasPeer }
+
+// splitPairs parts the streams into the test's main direction and
+// --bidir's reverse one.
+func (v *testView) splitPairs(pairs []endPair) (main, rev []endPair) {
+	for _, p := range pairs {
+		if v.primary(p.sending) {
+			main = append(main, p)
+		} else {
+			rev = append(rev, p)
+		}
+	}
+	return main, rev
+}
+
+// endStream is one stream's summary object.
+func (v *testView) endStream(p endPair) jsonEndStream {
+	if v.req.udp() {
+		return jsonEndStream{UDP: p.udpJSON()}
+	}
+	s, r := endSide(p.id, p.sender, p.sending, true), endSide(p.id, p.receiver, p.sending, false)
+	return jsonEndStream{Sender: &s, Receiver: &r}
+}
+
+// udpJSON merges a UDP stream's two ends as iperf3 does: the sender's
+// bytes and time (the receiver's while the sender's are missing), the
+// receiver's jitter and loss.
+func (p endPair) udpJSON() *jsonEndUDP {
+	src := p.sender
+	if !p.senderKnown() {
+		src = p.receiver
+	}
+	d := p.datagrams()
+	return &jsonEndUDP{
+		Socket:        p.id,
+		jsonSpan:      newSpan(0, src.End, src.Seconds, src.Bytes),
+		jsonDatagrams: d.receivedJSON(),
+		OutOfOrder:    d.outOfOrder,
+		Dropped:       d.dropped,
+		Sender:        p.sending,
+	}
 }
 
 func endSide(id int, res streamResult, localSends bool, withTCP bool) jsonEndSide {
@@ -343,26 +470,45 @@ func sumEnd(rs []streamResult, localSends, withRetr bool) *jsonSum {
 	return s
 }
 
+// endSums are one direction's sums: sum_sent and sum_received, and for
+// UDP also iperf3's older "sum", which mixes the two: the receiver's time
+// with the sender's bytes and bitrate (parsers read the sent rate there)
+// and the receiver's loss.
+func (v *testView) endSums(ps []endPair) (sum, sent, recv *jsonSum) {
+	if len(ps) == 0 {
+		return nil, nil, nil
+	}
+	localSends := ps[0].sending
+	senders, receivers := make([]streamResult, len(ps)), make([]streamResult, len(ps))
+	ds := make([]datagrams, len(ps))
+	for i, p := range ps {
+		senders[i], receivers[i], ds[i] = p.sender, p.receiver, p.datagrams()
+	}
+	udp := v.req.udp()
+	sent, recv = sumEnd(senders, localSends, !udp), sumEnd(receivers, localSends, false)
+	if !udp {
+		return nil, sent, recv
+	}
+	d := sumDatagrams(ds)
+	// iperf3 marks UDP's sums by what they count, not by who counted.
+	sent.jsonDatagrams, sent.Sender = d.sentJSON(), true
+	recv.jsonDatagrams, recv.Sender = d.receivedJSON(), false
+	sum = &jsonSum{jsonSpan: recv.jsonSpan, jsonDatagrams: d.receivedJSON(), Sender: localSends}
+	sum.Bytes, sum.BitsPerSecond = sent.Bytes, sent.BitsPerSecond
+	return sum, sent, recv
+}
+
 // endJSON is the end section.
 func (v *testView) endJSON() *jsonEnd {
 	end := &jsonEnd{Streams: []jsonEndStream{}}
-	var sent, recv, sentRev, recvRev []streamResult
-	var mainSends, revSends bool
-	for _, p := range v.pairs() {
-		end.Streams = append(end.Streams, jsonEndStream{
-			Sender:   endSide(p.id, p.sender, p.sending, true),
-			Receiver: endSide(p.id, p.receiver, p.sending, false),
-		})
-		if v.primary(p.sending) {
-			sent, recv, mainSends = append(sent, p.sender), append(recv, p.receiver), p.sending
-		} else {
-			sentRev, recvRev, revSends = append(sentRev, p.sender), append(recvRev, p.receiver), p.sending
-		}
+	pairs := v.pairs()
+	for _, p := range pairs {
+		end.Streams = append(end.Streams, v.endStream(p))
 	}
-	end.SumSent = sumEnd(sent, mainSends, true)
-	end.SumReceived = sumEnd(recv, mainSends, false)
-	end.SumSentBidirReverse = sumEnd(sentRev, revSends, true)
-	end.SumReceivedBidirReverse = sumEnd(recvRev, revSends, false)
+	main, rev := v.splitPairs(pairs)
+	end.Sum, end.SumSent, end.SumReceived = v.endSums(main)
+	end.SumBidirReverse, end.SumSentBidirReverse, end.SumReceivedBidirReverse = v.endSums(rev)
+	mainSends := len(main) > 0 && main[0].sending
 	end.CPU = &jsonCPU{
 		HostTotal: v.localCPU.Total, HostUser: v.localCPU.User, HostSystem: v.localCPU.System,
 		RemoteTotal: v.remoteCPU.Total, RemoteUser: v.remoteCPU.User, RemoteSystem: v.remoteCPU.System,

@@ -1,7 +1,9 @@
 package main
 
 // report_text.go is iperf3's text layout, built from a testView: the
-// interval rows, the sender and receiver summary, and the sums.
+// interval rows, the sender and receiver summary, and the sums; for UDP
+// also wperf's notes on transport, drops and rate, apart from iperf3's
+// rows.
 
 import (
 	"fmt"
@@ -16,17 +18,43 @@ type textRows struct {
 	unit byte // -f
 }
 
-// intervalHeader is the column header above interval rows.
-func (t textRows) intervalHeader() string {
+// The column headers of UDP's rows: a sender's intervals count what it
+// sent; every other UDP row has the receiver's columns.
+const (
+	udpSentColumns = "         Total Datagrams"
+	udpLossColumns = "         Jitter    Lost/Total Datagrams"
+)
+
+// header is the column header for rows of the given columns.
+func (t textRows) header(columns string) string {
 	role := ""
 	if t.v.bidir() {
 		role = "[Role]"
 	}
-	h := "[ ID]" + role + " Interval           Transfer     Bitrate"
-	if t.hasTCPColumns() {
-		h += "         Retr  Cwnd"
+	return "[ ID]" + role + " Interval           Transfer     Bitrate" + columns
+}
+
+// intervalHeader is the column header above interval rows.
+func (t textRows) intervalHeader() string {
+	switch {
+	case t.v.req.udp() && t.onlySends():
+		return t.header(udpSentColumns)
+	case t.v.req.udp():
+		return t.header(udpLossColumns)
+	case t.hasTCPColumns():
+		return t.header("         Retr  Cwnd")
 	}
-	return h
+	return t.header("")
+}
+
+// onlySends tells whether this side sends on every stream.
+func (t textRows) onlySends() bool {
+	for _, s := range t.v.local {
+		if !s.Sender {
+			return false
+		}
+	}
+	return true
 }
 
 // hasTCPColumns: Retr and Cwnd appear where this side sends and knows them.
@@ -47,23 +75,62 @@ func idLabel(id int) string { return fmt.Sprintf("%3d", id) }
 
 func span(start, end float64) string { return fmt.Sprintf("%6.2f-%-6.2f sec", start, end) }
 
-// intervalRow is one stream's (or a sum's) line for one interval.
-func (t textRows) intervalRow(id string, sending bool, iv interval, retr *int64, cwnd int64, showCwnd bool) string {
-	secs := iv.End - iv.Start
-	row := fmt.Sprintf("%s %s  %s  %s", t.lead(id, sending), span(iv.Start, iv.End),
-		formatUnits(float64(iv.Bytes), 'A'), formatUnits(rate(iv.Bytes, secs), t.unit)+"/sec")
-	switch {
-	case retr != nil && showCwnd:
-		row += fmt.Sprintf("  %3d   %s       ", *retr, formatUnits(float64(cwnd), 'A'))
-	case retr != nil:
-		row += fmt.Sprintf("  %3d", *retr)
-	case t.hasTCPColumns():
-		row += "                  "
-	}
+// traffic is the start of every row: who, when, how much, how fast.
+func (t textRows) traffic(id string, sending bool, start, end, secs float64, bytes int64) string {
+	return fmt.Sprintf("%s %s  %s  %s", t.lead(id, sending), span(start, end),
+		formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), t.unit)+"/sec")
+}
+
+// intervalRow is one stream's (or a sum's) line for one interval, with
+// the protocol's columns after the bitrate.
+func (t textRows) intervalRow(id string, sending bool, iv interval, columns string) string {
+	row := t.traffic(id, sending, iv.Start, iv.End, iv.End-iv.Start, iv.Bytes) + columns
 	if iv.Omitted {
 		row += "  (omitted)"
 	}
 	return strings.TrimRight(row, " ")
+}
+
+// tcpColumns are an interval row's Retr and Cwnd, or the blanks that
+// keep (omitted) in line where they are unknown.
+func (t textRows) tcpColumns(retr *int64, cwnd int64, showCwnd bool) string {
+	switch {
+	case retr != nil && showCwnd:
+		return fmt.Sprintf("  %3d   %s       ", *retr, formatUnits(float64(cwnd), 'A'))
+	case retr != nil:
+		return fmt.Sprintf("  %3d", *retr)
+	case t.hasTCPColumns():
+		return "                  "
+	}
+	return ""
+}
+
+// udpColumns are a sender interval's datagram count, or a receiver's
+// jitter and loss; iperf3 prints the loss percentage with %.2g.
+func udpColumns(d *jsonDatagrams) string {
+	if d.JitterMs == nil {
+		return fmt.Sprintf("  %d", d.Packets)
+	}
+	return fmt.Sprintf("  %5.3f ms  %d/%d (%.2g%%)", *d.JitterMs, *d.LostPackets, d.Packets, *d.LostPercent)
+}
+
+// entryColumns are the protocol's columns of one stream's interval.
+func (t textRows) entryColumns(e intervalEntry) string {
+	if d := e.udpJSON(); d != nil {
+		return udpColumns(d)
+	}
+	if e.iv.TCP == nil {
+		return t.tcpColumns(nil, 0, true)
+	}
+	return t.tcpColumns(&e.iv.TCP.Retransmits, e.iv.TCP.SndCwnd, true)
+}
+
+// intervalSumColumns are the protocol's columns of an interval's sum.
+func (t textRows) intervalSumColumns(s *jsonSum) string {
+	if s.jsonDatagrams != nil {
+		return udpColumns(s.jsonDatagrams)
+	}
+	return t.tcpColumns(s.Retransmits, 0, false)
 }
 
 // intervalBlock is the rows of one interval: each stream, then the sums
@@ -76,12 +143,7 @@ func (t textRows) intervalBlock(entries []intervalEntry, first bool) []string {
 	}
 	var main, rev []intervalEntry
 	for _, e := range entries {
-		var retr *int64
-		var cwnd int64
-		if e.iv.TCP != nil {
-			retr, cwnd = &e.iv.TCP.Retransmits, e.iv.TCP.SndCwnd
-		}
-		lines = append(lines, t.intervalRow(idLabel(e.id), e.sending, e.iv, retr, cwnd, true))
+		lines = append(lines, t.intervalRow(idLabel(e.id), e.sending, e.iv, t.entryColumns(e)))
 		if t.v.primary(e.sending) {
 			main = append(main, e)
 		} else {
@@ -94,72 +156,190 @@ func (t textRows) intervalBlock(entries []intervalEntry, first bool) []string {
 	for _, dir := range [][]intervalEntry{main, rev} {
 		if s := sumIntervals(dir); s != nil {
 			iv := interval{Start: s.Start, End: s.End, Bytes: s.Bytes, Omitted: *s.Omitted}
-			lines = append(lines, t.intervalRow("SUM", dir[0].sending, iv, s.Retransmits, 0, false))
+			lines = append(lines, t.intervalRow("SUM", dir[0].sending, iv, t.intervalSumColumns(s)))
 		}
 	}
 	return lines
 }
 
 // summary is the block after the last interval: sender and receiver rows
-// per stream, then the sums.
+// per stream, then the sums, then wperf's own notes on a UDP test.
 func (t textRows) summary() []string {
 	v := t.v
 	pairs := v.pairs()
-	lines := []string{separator}
-	role := ""
-	if v.bidir() {
-		role = "[Role]"
-	}
-	lines = append(lines, "[ ID]"+role+" Interval           Transfer     Bitrate         Retr")
-	var sent, recv, sentRev, recvRev []streamResult
-	var mainSends, revSends bool
+	lines := []string{separator, t.header(t.summaryColumns())}
 	for _, p := range pairs {
-		lines = append(lines, t.endRow(idLabel(p.id), p.sending, p.sender, true))
+		lines = append(lines, t.endRow(p, true))
 		if p.hasPeer || !p.sending {
-			lines = append(lines, t.endRow(idLabel(p.id), p.sending, p.receiver, false))
-		}
-		if v.primary(p.sending) {
-			sent, recv, mainSends = append(sent, p.sender), append(recv, p.receiver), p.sending
-		} else {
-			sentRev, recvRev, revSends = append(sentRev, p.sender), append(recvRev, p.receiver), p.sending
+			lines = append(lines, t.endRow(p, false))
+			lines = append(lines, t.outOfOrder(p)...)
 		}
 	}
 	if v.req.Parallel > 1 {
-		lines = append(lines, t.sumRows(sent, recv, mainSends)...)
-		lines = append(lines, t.sumRows(sentRev, recvRev, revSends)...)
+		main, rev := v.splitPairs(pairs)
+		lines = append(lines, t.sumRows(main)...)
+		lines = append(lines, t.sumRows(rev)...)
+	}
+	if v.req.udp() {
+		lines = append(lines, t.udpNotes(pairs)...)
 	}
 	return lines
 }
 
-func (t textRows) sumRows(sent, recv []streamResult, localSends bool) []string {
-	if len(sent) == 0 {
+// summaryColumns names the summary's columns after the bitrate.
+func (t textRows) summaryColumns() string {
+	if t.v.req.udp() {
+		return udpLossColumns
+	}
+	return "         Retr"
+}
+
+func (t textRows) sumRows(ps []endPair) []string {
+	_, s, r := t.v.endSums(ps)
+	if s == nil {
 		return nil
 	}
-	s, r := sumEnd(sent, localSends, true), sumEnd(recv, localSends, false)
+	sending := ps[0].sending
 	return []string{
-		t.endRowValues("SUM", localSends, s.Seconds, s.Bytes, s.Retransmits, "sender"),
-		t.endRowValues("SUM", localSends, r.Seconds, r.Bytes, nil, "receiver"),
+		t.endRowValues("SUM", sending, s.Seconds, s.Bytes, sumColumns(s), "sender"),
+		t.endRowValues("SUM", sending, r.Seconds, r.Bytes, sumColumns(r), "receiver"),
 	}
 }
 
-func (t textRows) endRow(id string, localSends bool, res streamResult, isSender bool) string {
-	if isSender {
-		var retr int64
+// endRow is a stream's sender or receiver summary row. A UDP sender row
+// counts what went out; its receiver row, what was lost of all the
+// sender numbered.
+func (t textRows) endRow(p endPair, isSender bool) string {
+	res, columns := p.receiver, blankColumns
+	switch {
+	case t.v.req.udp() && isSender:
+		res, columns = p.sender, udpColumns(p.datagrams().sentJSON())+"  "
+	case t.v.req.udp():
+		columns = udpColumns(p.datagrams().receivedJSON()) + "  "
+	case isSender:
+		res, columns = p.sender, retrColumn(0)
 		if res.TCP != nil {
-			retr = res.TCP.Retransmits
+			columns = retrColumn(res.TCP.Retransmits)
 		}
-		return t.endRowValues(id, localSends, res.Seconds, res.Bytes, &retr, "sender")
 	}
-	return t.endRowValues(id, localSends, res.Seconds, res.Bytes, nil, "receiver")
+	role := "receiver"
+	if isSender {
+		role = "sender"
+	}
+	return t.endRowValues(idLabel(p.id), p.sending, res.Seconds, res.Bytes, columns, role)
 }
 
-func (t textRows) endRowValues(id string, localSends bool, secs float64, bytes int64, retr *int64, role string) string {
-	row := fmt.Sprintf("%s %s  %s  %s", t.lead(id, localSends), span(0, secs),
-		formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), t.unit)+"/sec")
-	if retr != nil {
-		return row + fmt.Sprintf("  %3d             %s", *retr, role)
+// blankColumns stand for a TCP summary row's Retr where it has none.
+const blankColumns = "                  "
+
+func retrColumn(retr int64) string { return fmt.Sprintf("  %3d             ", retr) }
+
+// sumColumns are a sum's columns after the bitrate: the UDP counts, a
+// TCP sender's Retr, or blanks.
+func sumColumns(s *jsonSum) string {
+	switch {
+	case s.jsonDatagrams != nil:
+		return udpColumns(s.jsonDatagrams) + "  "
+	case s.Retransmits != nil:
+		return retrColumn(*s.Retransmits)
 	}
-	return row + "                  " + role
+	return blankColumns
+}
+
+func (t textRows) endRowValues(id string, localSends bool, secs float64, bytes int64, columns, role string) string {
+	return t.traffic(id, localSends, 0, secs, secs, bytes) + columns + role
+}
+
+// outOfOrder is iperf3's line for a UDP stream whose datagrams arrived
+// out of order, in iperf3's words and time format.
+func (t textRows) outOfOrder(p endPair) []string {
+	n := p.datagrams().outOfOrder
+	if n <= 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s %4.1f-%4.1f sec  %d datagrams received out-of-order",
+		t.lead(idLabel(p.id), p.sending), 0.0, p.receiver.Seconds, n)}
+}
+
+// udpNotes are wperf's lines after a UDP summary, apart from iperf3's
+// rows so that parsers of those are not upset: the datagrams a WebSocket
+// sender dropped, and the rate it reached against the target.
+func (t textRows) udpNotes(pairs []endPair) []string {
+	var lines []string
+	for _, p := range pairs {
+		if n := p.datagrams().dropped; n > 0 {
+			lines = append(lines, fmt.Sprintf("%s %d datagrams dropped by the sender: the WebSocket connection backed up",
+				t.lead(idLabel(p.id), p.sending), n))
+		}
+	}
+	main, rev := t.v.splitPairs(pairs)
+	for _, ps := range [][]endPair{main, rev} {
+		if l := t.rateNote(ps); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// rateNote compares one direction's send rate, per stream, with the
+// target; it is empty while the sender's results are missing.
+func (t textRows) rateNote(ps []endPair) string {
+	if len(ps) == 0 || !ps[0].senderKnown() {
+		return ""
+	}
+	var perStream float64
+	for _, p := range ps {
+		perStream += rate(p.sender.Bytes, p.sender.Seconds) / float64(len(ps))
+	}
+	note := "No target rate (unpaced)"
+	if r := t.v.req.Rate; r > 0 {
+		note = "Target rate " + t.bitrate(r/8) + " per stream"
+	}
+	note += "; sent at " + t.bitrate(perStream)
+	if len(ps) > 1 {
+		note += " per stream on average"
+	}
+	if role := t.v.roleTag(ps[0].sending); role != "" {
+		note = role + " " + note
+	}
+	return note
+}
+
+// bitrate is bytesPerSec in -f's unit, without the column padding.
+func (t textRows) bitrate(bytesPerSec float64) string {
+	return strings.TrimSpace(formatUnits(bytesPerSec, t.unit)) + "/sec"
+}
+
+// transportLine says how a UDP test's datagrams travel; empty for TCP.
+func (v *testView) transportLine() string {
+	switch {
+	case !v.req.udp() || v.transport == "":
+		return ""
+	case v.transport == "udp":
+		return "UDP over real UDP"
+	case v.transportReason == "":
+		return "UDP over WebSocket"
+	case v.req.UDPTransport == "auto":
+		return "UDP over WebSocket (auto fell back: " + cleanText(v.transportReason, 200) + ")"
+	}
+	return "UDP over WebSocket (" + cleanText(v.transportReason, 200) + ")"
+}
+
+// logUDP is what the server's log line adds for a UDP test: the
+// transport, and loss and jitter over the streams whose receiver
+// reported; empty for TCP.
+func (v *testView) logUDP() string {
+	if !v.req.udp() {
+		return ""
+	}
+	var ds []datagrams
+	for _, p := range v.pairs() {
+		if p.hasPeer || !p.sending {
+			ds = append(ds, p.datagrams())
+		}
+	}
+	d := sumDatagrams(ds)
+	return fmt.Sprintf(" transport=%s lost=%d/%d (%.2g%%) jitter=%.3f ms", v.transportName(), d.lost, d.total, d.lostPercent(), d.jitterMs)
 }
 
 // connectLines are the "[  5] local ... connected to ..." lines.
@@ -179,6 +359,9 @@ func (v *testView) text() string {
 	t := textRows{v: v, unit: 'a'}
 	lines := []string{fmt.Sprintf("Accepted connection from %s, port %d", v.peerHost, v.peerPort)}
 	lines = append(lines, v.connectLines()...)
+	if l := v.transportLine(); l != "" {
+		lines = append(lines, l)
+	}
 	lines = append(lines, t.intervalHeader())
 	for k := range v.intervalCount() {
 		var entries []intervalEntry
