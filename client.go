@@ -323,6 +323,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	}
 	run.streams = streams
 	t.engine = run
+	t.rep.view.transport, t.rep.view.transportReason = t.transport, t.transportReason
 	t.rep.started(run.connections())
 	run.onIntervalClosed = func(final bool) { t.rep.intervalClosed(run.latestIntervals(), final) }
 

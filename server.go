@@ -607,6 +607,7 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 	v.peerHost, v.peerPort = splitPeer(t.sess.peer)
 	v.localCong = t.engine.congestion
 	v.conns, v.sockInfo = t.engine.connections()
+	v.transport, v.transportReason = t.udp.transport, t.udp.reason
 	if client != nil {
 		v.remote = client.Streams
 		v.remoteCPU = client.CPU
@@ -647,6 +648,7 @@ func (s *server) logTest(v *testView, runErr error) {
 	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
 		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
+	line += v.logUDP()
 	if runErr != nil {
 		line += " error: " + runErr.Error()
 	}
