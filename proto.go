@@ -75,7 +75,7 @@ type testRequest struct {
 	// Rate is a UDP test's target per stream in bits/s; 0 is unpaced.
 	Rate float64 `json:"rate,omitempty"`
 	// UDPTransport is how a UDP test's datagrams may travel: "udp",
-	// "ws", or "auto" (UDP when the path lets it through).
+	// "ws", or "auto" (UDP when the path lets it through; also "").
 	UDPTransport string `json:"udp_transport,omitempty"`
 	// ServerOutput asks for the server's own report: "text" or "json".
 	ServerOutput string `json:"server_output,omitempty"`
@@ -119,7 +119,7 @@ func (req *testRequest) check() error {
 		return fmt.Errorf("length %d out of range 1..%d", req.Length, maxLength)
 	case req.udp() && (req.Length < minDatagram || req.Length > maxDatagram):
 		return fmt.Errorf("a UDP datagram of %d bytes is out of range %d..%d", req.Length, minDatagram, maxDatagram)
-	case req.udp() && req.UDPTransport != "auto" && req.UDPTransport != "udp" && req.UDPTransport != "ws":
+	case req.udp() && req.UDPTransport != "" && req.UDPTransport != "auto" && req.UDPTransport != "udp" && req.UDPTransport != "ws":
 		return fmt.Errorf("unknown udp_transport %q", req.UDPTransport)
 	case !(req.Rate >= 0 && req.Rate <= maxRate):
 		return fmt.Errorf("rate %g out of range 0..%g", req.Rate, maxRate)
