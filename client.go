@@ -215,8 +215,13 @@ func (t *clientTest) setUp(ctx context.Context) ([]*stream, error) {
 	}
 	if t.req.udp() {
 		streams, err := t.udpStreams(ctx)
-		if err != nil || streams != nil {
-			return streams, errors.Join(err, t.awaitStart())
+		switch {
+		case err != nil:
+			// The server waits for a transport message that will not
+			// come: no start to wait for.
+			return nil, err
+		case streams != nil:
+			return streams, t.awaitStart()
 		}
 	}
 	streams, err := t.openStreams(ctx)
