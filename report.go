@@ -361,7 +361,9 @@ func openOutput(cfg *config, stdout io.Writer) (*lineWriter, error) {
 }
 
 // cleanText drops what a terminal would interpret (control characters,
-// escape sequences) and cuts s to max runes.
+// escape sequences), cuts s to max runes and trims spaces. It trims after
+// the cut, so a cut that ends in a space is trimmed too and cleaning twice
+// changes nothing.
 func cleanText(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsPrint(r) {
@@ -369,9 +371,8 @@ func cleanText(s string, max int) string {
 		}
 		return -1
 	}, s)
-	s = strings.TrimSpace(s)
 	if r := []rune(s); len(r) > max {
 		s = string(r[:max])
 	}
-	return s
+	return strings.TrimSpace(s)
 }
