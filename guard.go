@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -119,13 +120,6 @@ func (g *connGuard) leave(gc *guardedConn) {
 	g.add(gc.addr, -1, 0)
 }
 
-// counts is the guard's state, for tests and the soak script's figures.
-func (g *connGuard) counts() (open, reserved, addrs int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.open, g.reserved, len(g.addrs)
-}
-
 // guardedConn is a counted connection; closing it gives its place back.
 // It embeds the *net.TCPConn, so socket options, TCP_INFO and writev work
 // on it as on the bare socket.
@@ -196,14 +190,14 @@ func turnAway(nc net.Conn, why error) {
 	io.Copy(io.Discard, io.LimitReader(nc, 16<<10))
 }
 
-// tcpPeerIP is the IP of a socket address, unmapped.
+// tcpPeerIP is the IP of a socket address as peerIP gives it: unmapped,
+// without a zone, so a connection and its test count under one key.
 func tcpPeerIP(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
+	ip, err := peerIP(a.String())
+	if err != nil {
+		return netip.Addr{}
 	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap.Addr().Unmap()
+	return ip
 }
 
 // connKey files the request's connection in its context (http.Server's
@@ -340,4 +334,27 @@ func (l *logLimiter) allow(now time.Time) (bool, int) {
 	held := l.dropped
 	l.dropped = 0
 	return true, held
+}
+
+// settleAfter is how long the server must have had no test running before
+// it hands the memory of finished tests back to the OS. Go's scavenger
+// would take minutes; an operator who looks at RSS after a crowd of
+// clients, or an attack, should see the baseline again.
+const settleAfter = 2 * time.Second
+
+// settleWhenIdle (re)arms the settle timer when the last slot is freed;
+// s.mu is held.
+func (s *server) settleWhenIdle() {
+	if s.running == 0 {
+		s.settle.Reset(settleAfter)
+	}
+}
+
+func (s *server) freeMemory() {
+	s.mu.Lock()
+	idle := s.running == 0
+	s.mu.Unlock()
+	if idle {
+		debug.FreeOSMemory()
+	}
 }

@@ -12,6 +12,8 @@
 //	                 streams, start, results
 //	server.go        the HTTP server, its sessions and caps, the server
 //	                 side of a bandwidth test, and its log lines
+//	guard.go         the server's defences: connections per address,
+//	                 token guessing, rationed log lines, idle memory
 //	stream.go        the engine both ends share: move bytes, count them,
 //	                 close intervals
 //	reverse_trace.go both ends of the reverse traceroute, and its limits

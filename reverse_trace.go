@@ -226,6 +226,7 @@ func (s *server) endTrace(target netip.Addr) {
 	s.traces.end(target)
 	s.running--
 	s.tracing--
+	s.settleWhenIdle()
 }
 
 // peerIP is the address in a peer string: "host:port", or the bare

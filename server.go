@@ -43,8 +43,9 @@ type server struct {
 	resolver *net.Resolver // PTR names and geo lookups for reverse traces
 	geo      *geoCache     // nil with --no-geo
 
-	conns *connGuard // connections per client address
-	auth  *authGuard // failed tokens per client address
+	conns  *connGuard  // connections per client address
+	auth   *authGuard  // failed tokens per client address
+	settle *time.Timer // returns memory to the OS once the server is idle
 	// Lines a client can cause at will are rationed.
 	busyLog, refusedLog, authLog, connLog logLimiter
 }
@@ -117,6 +118,9 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 	if !cfg.noGeo {
 		s.geo = newGeoCache(s.resolver)
 	}
+	s.settle = time.AfterFunc(time.Hour, s.freeMemory)
+	s.settle.Stop()
+	defer s.settle.Stop()
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.idle,
@@ -363,6 +367,7 @@ func (s *server) release(sess *session) {
 		delete(s.sessions, sess.req.Cookie)
 	}
 	s.running--
+	s.settleWhenIdle()
 	if s.perAddr[sess.addr]--; s.perAddr[sess.addr] == 0 {
 		delete(s.perAddr, sess.addr)
 	}
@@ -700,9 +705,18 @@ func serveEcho(c *wsConn, idle time.Duration) error {
 			c.Abort()
 			return err
 		}
-		buf = msg
+		// An idle connection keeps a small buffer only: its last message
+		// may have been 16 MiB.
+		buf = nil
+		if cap(msg) <= echoKeep {
+			buf = msg
+		}
 	}
 }
+
+// echoKeep is the largest buffer an echo connection keeps between
+// messages.
+const echoKeep = 64 << 10
 
 // upgradeEcho serves one /echo request until the client leaves or ctx
 // ends (server shutdown).
