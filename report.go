@@ -361,8 +361,8 @@ func openOutput(cfg *config, stdout io.Writer) (*lineWriter, error) {
 }
 
 // cleanText drops what a terminal would interpret (control characters,
-// escape sequences), cuts s to max runes and trims spaces. It trims after
-// the cut, so a cut that ends in a space is trimmed too and cleaning twice
+// escape sequences), trims spaces and cuts s to max runes. A cut can end
+// in a space, so the end is trimmed again after it: cleaning twice then
 // changes nothing.
 func cleanText(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
@@ -371,8 +371,9 @@ func cleanText(s string, max int) string {
 		}
 		return -1
 	}, s)
+	s = strings.TrimSpace(s)
 	if r := []rune(s); len(r) > max {
-		s = string(r[:max])
+		s = strings.TrimRight(string(r[:max]), " ")
 	}
-	return strings.TrimSpace(s)
+	return s
 }

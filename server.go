@@ -426,14 +426,11 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 		// for a client that is gone.
 		s.release(sess)
 		s.logRefusal(peer, statusPolicyViolation, err)
-		switch {
-		case errors.Is(err, errBadControl):
-			refuse(c, statusPolicyViolation, err.Error())
-		case errors.Is(err, errClientLeft):
-			c.Abort()
-		default:
-			refuse(c, statusPolicyViolation, err.Error())
+		if errors.Is(err, errClientLeft) {
+			c.Abort() // nobody is there to tell
+			return
 		}
+		refuse(c, statusPolicyViolation, err.Error())
 		return
 	}
 	t.streams, t.startedAt = streams, time.Now()
