@@ -200,6 +200,7 @@ func (run *testRun) run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if s.sending {
+				go s.conn.AnswerControl() // the peer may ping a stream it only reads
 				s.err = run.send(s)
 			} else {
 				s.err = run.receive(s)
@@ -294,6 +295,9 @@ func (run *testRun) send(s *stream) error {
 		t0 := time.Now()
 		s.conn.SetWriteDeadline(t0.Add(run.idle))
 		if err := batch.Flush(); err != nil {
+			// The stream ended with its last write that went through:
+			// the stall before this one failed moved nothing.
+			s.endAt.CompareAndSwap(0, int64(t0.Sub(run.start)))
 			return err
 		}
 		run.settle(s, n, duringOmit)
