@@ -498,11 +498,11 @@ func (c *udpClientConn) handshake(ctx context.Context) error {
 		if c.awaitAck(in[:]) {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
+		if err := ctx.Err(); errors.Is(err, context.Canceled) {
 			return err
 		}
 	}
-	return errUDPNoAck
+	return errUDPNoAck // also when ctx's deadline came first: the answer is the same
 }
 
 // awaitAck reads until this stream's ack or the read deadline; data and

@@ -82,10 +82,9 @@ func TestUDPHandshake(t *testing.T) {
 			if err := up.waitBound(ctx); err != nil || up.dst.Load() == nil {
 				t.Fatalf("hello did not bind: %v", err)
 			}
+			// The ack may reach the client before the server counts it.
+			eventually(t, "the ack counted", func() bool { return l.counts().SentBytes == udpControlLen })
 			acked := l.counts().SentBytes
-			if acked != udpControlLen {
-				t.Fatalf("server sent %d bytes for one hello, want %d", acked, udpControlLen)
-			}
 
 			// Strangers get nothing back, whatever they send.
 			wrong := secret
@@ -278,13 +277,19 @@ func TestUDPPacingLoopback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3 s of traffic")
 	}
-	res := pacedRun(t, 100e6, defaultDatagram, 3*time.Second)
-	t.Logf("%s", res)
-	if res.stalled() {
-		// Other work starved this process past the catch-up bound; the
-		// skipped slots are the pacer working as designed. Measure again.
+	// When other work starves this process past the catch-up bound, the
+	// skipped slots are the pacer working as designed, and say nothing
+	// of its accuracy: measure again.
+	var res pacedResult
+	for try := 0; try < 3; try++ {
 		res = pacedRun(t, 100e6, defaultDatagram, 3*time.Second)
-		t.Logf("again: %s", res)
+		t.Logf("%s", res)
+		if !res.stalled() {
+			break
+		}
+	}
+	if res.stalled() {
+		t.Skipf("the machine starved the sender in every try (%d slots skipped)", res.skipped)
 	}
 	if res.errPercent() > 1 || res.errPercent() < -1 {
 		t.Errorf("achieved %.0f bit/s, %.2f%% off 100 Mbit/s", res.sentRate, res.errPercent())
