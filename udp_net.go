@@ -270,7 +270,8 @@ func (l *udpListener) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			continue // e.g. ICMP errors surfacing on the socket
+			time.Sleep(time.Millisecond) // a transient error; never spin on a lasting one
+			continue
 		}
 		l.dispatch(n, int64(time.Since(l.epoch)))
 	}
@@ -356,9 +357,9 @@ func (l *udpListener) counts() udpListenerCounts {
 	return udpListenerCounts{Unbound: l.unbound.Load(), BadHellos: l.badHellos.Load(), SentBytes: l.sentBytes.Load()}
 }
 
-// newSender makes the server's sender on a stream. It sends through the
-// shared socket to the stream's proven address, and fails once the
-// session is unregistered.
+// newSender makes the server's sender on a registered stream. It sends
+// through the shared socket to the stream's proven address, and fails
+// once the session is unregistered.
 func (p *udpPeer) newSender(size int, epoch time.Time) *udpSender {
 	s := newUDPSender(p.session.l.conn, size, epoch)
 	s.target = func() (*net.UDPAddr, error) {
