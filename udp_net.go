@@ -30,7 +30,11 @@ package main
 // secret or stream. It sends only to addresses that proved the secret,
 // only while their session is registered, and (the caller paces) only
 // at the session's rate for its time. Acks are no larger than hellos,
-// so the server cannot be used to amplify traffic.
+// so the server cannot be used to amplify traffic. The secret is as
+// private as the control connection: over wss:// only the client knows
+// it; over plain ws:// an on-path observer could bind a stream to an
+// address of its choosing (a check that the new address can receive,
+// before rebinding, would close that).
 
 import (
 	"context"
@@ -408,10 +412,12 @@ func newUDPSender(conn *net.UDPConn, size int, epoch time.Time) *udpSender {
 // batch is the most datagrams one send takes.
 func (s *udpSender) batch() int { return udpSendBatch }
 
-// send sends the next n datagrams (n ≤ batch) and returns how many the
-// kernel took. Datagrams it did not take are not numbered, so they do
-// not show as loss: the sender was slow, the network did not lose them.
+// send sends the next n datagrams (at most batch; more are cut) and
+// returns how many the kernel took. Datagrams it did not take are not
+// numbered, so they do not show as loss: the sender was slow, the
+// network did not lose them.
 func (s *udpSender) send(n int) (int, error) {
+	n = min(n, udpSendBatch)
 	var dst *net.UDPAddr
 	if s.target != nil {
 		var err error

@@ -569,3 +569,27 @@ func BenchmarkWSSendGate(b *testing.B) {
 		gate.admit(64)
 	}
 }
+
+// BenchmarkWSDatagramSender: per datagram, through the kernel gate and
+// through the portable queue (its writer discards).
+func BenchmarkWSDatagramSender(b *testing.B) {
+	a, _ := tcpPair(b)
+	for _, portable := range []bool{false, true} {
+		b.Run("portable="+strconv.FormatBool(portable), func(b *testing.B) {
+			var nc net.Conn = a
+			if portable {
+				nc = nil
+			}
+			s := newWSDatagramSender(discardWriter{}, nc, 1e9, 1400, true, time.Now())
+			defer s.close()
+			b.ReportAllocs()
+			for i := 0; i < b.N; i += 64 {
+				s.send(64)
+			}
+		})
+	}
+}
+
+type discardWriter struct{}
+
+func (discardWriter) WriteMessage(opcode, []byte) error { return nil }

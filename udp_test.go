@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -423,7 +424,8 @@ func TestWSDropLimit(t *testing.T) {
 }
 
 // TestUDPSendQueueRoomDrops: on loopback, a receiver that does not read
-// makes the WebSocket datagram sender drop instead of block.
+// makes the WebSocket datagram sender drop instead of block; once the
+// receiver drains the socket, what it counts lost is what was dropped.
 func TestUDPSendQueueRoomDrops(t *testing.T) {
 	a, b := tcpPair(t)
 	a.(*net.TCPConn).SetWriteBuffer(1 << 20)
@@ -432,36 +434,98 @@ func TestUDPSendQueueRoomDrops(t *testing.T) {
 		t.Skip("this system does not report a TCP send queue; wsDatagramQueue covers it")
 	}
 	const rate, size = 40e6, 1400
-	frame := wsFrameBytes(size, true)
-	gate, _ := newWSSendGate(a, rate, frame)
-	w := &rawFrameWriter{nc: a}
+	s := newWSDatagramSender(&rawFrameWriter{nc: a}, a, rate, size, true, time.Now())
+	if s.gate == nil {
+		t.Fatal("no kernel gate on a TCP socket")
+	}
 	a.SetWriteDeadline(time.Now().Add(5 * time.Second)) // a blocked write fails the test
-	var sent, dropped int
 	p := newPacer(rate, size, time.Now())
-	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
-	defer cancel()
-	buf := make([]byte, size)
-	seq := uint64(0)
-	err := sendPaced(ctx, p, 64, func(n int) (int, error) {
-		ok := gate.admit(n)
-		for i := 0; i < ok; i++ {
-			seq++
-			putDatagramHeader(buf, seq, 0)
-			if err := w.WriteMessage(opBinary, buf); err != nil {
-				return i, err
-			}
-		}
-		seq += uint64(n - ok)
-		sent, dropped = sent+ok, dropped+n-ok
-		return n, nil
-	})
-	if err != nil {
-		t.Fatalf("sender blocked or failed after %d sent, %d dropped: %v", sent, dropped, err)
+	p.stopAt(time.Now().Add(600 * time.Millisecond))
+	if err := sendPaced(context.Background(), p, 64, s.send); err != nil {
+		t.Fatalf("sender blocked or failed after %d datagrams, %d dropped: %v", s.packets.Load(), s.dropped.Load(), err)
 	}
 	unsent, _ := sendQueueRoom(a)
-	t.Logf("sent %d, dropped %d, unsent %d bytes (limit %d)", sent, dropped, unsent, gate.limit)
-	if dropped == 0 || sent == 0 || unsent > gate.limit+frame {
+	sent, dropped := s.packets.Load()-s.dropped.Load(), s.dropped.Load()
+	t.Logf("sent %d, dropped %d, unsent %d bytes (limit %d)", sent, dropped, unsent, s.gate.limit)
+	if dropped == 0 || sent == 0 || unsent > s.gate.limit+s.gate.frame {
 		t.Fatalf("sent %d, dropped %d, unsent %d: want drops and a bounded queue", sent, dropped, unsent)
+	}
+	var c udpCounter
+	readFrames(t, b, sent, &c)
+	if got := finalStats(c.totals(), s.packets.Load()); got.Packets != sent || got.Lost != dropped || got.Duplicates+got.OutOfOrder != 0 {
+		t.Fatalf("receiver counted %+v; sender sent %d, dropped %d", got, sent, dropped)
+	}
+}
+
+// readFrames reads n of rawFrameWriter's frames from nc into c.
+func readFrames(t *testing.T, nc net.Conn, n int64, c *udpCounter) {
+	t.Helper()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var hdr [8]byte
+	buf := make([]byte, 64<<10)
+	for i := int64(0); i < n; i++ {
+		if _, err := io.ReadFull(nc, hdr[:]); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		p := buf[:int(hdr[2])<<8|int(hdr[3])]
+		if _, err := io.ReadFull(nc, p); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		seq, sentNs, ok := readDatagramHeader(p)
+		if !ok {
+			t.Fatalf("frame %d: no datagram header", i)
+		}
+		c.observe(seq, sentNs, sentNs, len(p))
+	}
+	c.publish()
+}
+
+// TestUDPDatagramSenderPortable: without a kernel view of the socket
+// (net.Pipe here), the bounded queue drops while the peer does not read.
+func TestUDPDatagramSenderPortable(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	const rate, size = 40e6, 1400
+	s := newWSDatagramSender(&rawFrameWriter{nc: a}, a, rate, size, true, time.Now())
+	if s.queue == nil || s.gate != nil {
+		t.Fatal("a pipe should get the portable queue")
+	}
+	p := newPacer(rate, size, time.Now())
+	p.stopAt(time.Now().Add(200 * time.Millisecond))
+	if err := sendPaced(context.Background(), p, 64, s.send); err != nil {
+		t.Fatal(err)
+	}
+	queued := s.packets.Load() - s.dropped.Load()
+	if s.dropped.Load() == 0 || queued != int64(len(s.queue.slots))+1 && queued != int64(len(s.queue.slots)) {
+		t.Fatalf("numbered %d, dropped %d, queue of %d", s.packets.Load(), s.dropped.Load(), len(s.queue.slots))
+	}
+	b.Close() // the stuck writer fails, and close reports it
+	if err := s.close(); err == nil {
+		t.Fatal("close hid the writer's failure")
+	}
+}
+
+// TestUDPDatagramSenderUnpaced: at rate 0 every datagram is written,
+// blocking as TCP pushes back, and none is dropped.
+func TestUDPDatagramSenderUnpaced(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	s := newWSDatagramSender(&rawFrameWriter{nc: a}, a, 0, 200, true, time.Now())
+	if s.queue != nil || s.gate != nil {
+		t.Fatal("rate 0 should write directly")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.send(50)
+		done <- err
+	}()
+	var c udpCounter
+	readFrames(t, b, 50, &c)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := c.totals(); got.Packets != 50 || got.Lost != 0 || s.dropped.Load() != 0 {
+		t.Fatalf("received %+v, dropped %d", got, s.dropped.Load())
 	}
 }
 
