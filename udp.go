@@ -27,9 +27,9 @@ import (
 // suffix makes it iperf3's syntax. 100 Gbit/s is far above what one host
 // can pace through user space, so anything beyond is a typo.
 const (
-	defaultRateUnit = 1e6
-	maxRate         = 100e9
-	minRate         = 1 // bit/s; below it the schedule's slot times overflow
+	rateBareUnit = 1e6
+	rateMax      = 100e9
+	rateMin      = 1 // bit/s; below it the schedule's slot times overflow
 )
 
 var (
@@ -39,7 +39,7 @@ var (
 
 // parseRate reads a -b value into bits per second; 0 means unpaced.
 func parseRate(s string) (float64, error) {
-	num, unit := s, defaultRateUnit
+	num, unit := s, rateBareUnit
 	if n := len(s); n > 0 {
 		if m, ok := rateSuffix(s[n-1]); ok {
 			num, unit = s[:n-1], m
@@ -59,7 +59,7 @@ func parseRate(s string) (float64, error) {
 	switch {
 	case bps == 0:
 		return 0, nil
-	case bps < minRate || bps > maxRate || math.IsInf(bps, 0):
+	case bps < rateMin || bps > rateMax || math.IsInf(bps, 0):
 		return 0, fmt.Errorf("%w: %q is outside 1 bit/s to 100 Gbit/s", errRateRange, s)
 	}
 	return bps, nil
@@ -145,9 +145,9 @@ var datagramPadding = sync.OnceValue(func() []byte {
 	return b
 })
 
-// fillPadding fills b with padding, starting at a random offset so
+// fillDatagramPadding fills b with padding, starting at a random offset so
 // concurrent senders' batches differ.
-func fillPadding(b []byte) {
+func fillDatagramPadding(b []byte) {
 	pad := datagramPadding()
 	off := rand.IntN(len(pad))
 	for n := 0; n < len(b); {
@@ -504,9 +504,9 @@ func (g *wsSendGate) admit(n int) int {
 	return min(n, max(g.limit-unsent, 0)/g.frame)
 }
 
-// messageWriter is the part of a WebSocket connection a datagram sender
+// datagramWriter is the part of a WebSocket connection a datagram sender
 // needs; *wsConn has it.
-type messageWriter interface {
+type datagramWriter interface {
 	WriteMessage(op opcode, p []byte) error
 }
 
@@ -517,7 +517,7 @@ type messageWriter interface {
 // the writer always writes whole messages. Nothing is allocated per
 // datagram: buffers and the channels' slots are made once.
 type wsDatagramQueue struct {
-	w     messageWriter
+	w     datagramWriter
 	slots [][]byte
 	free  chan int // indices of buffers the writer is done with
 	ready chan int // indices of buffers waiting to be written
@@ -527,7 +527,7 @@ type wsDatagramQueue struct {
 
 // newWSDatagramQueue queues up to depth datagrams of size bytes for w.
 // depth is wsDropLimit / frame size, at least 2.
-func newWSDatagramQueue(w messageWriter, size, depth int) *wsDatagramQueue {
+func newWSDatagramQueue(w datagramWriter, size, depth int) *wsDatagramQueue {
 	depth = max(depth, 2)
 	q := &wsDatagramQueue{
 		w:     w,
@@ -538,7 +538,7 @@ func newWSDatagramQueue(w messageWriter, size, depth int) *wsDatagramQueue {
 	}
 	for i := range q.slots {
 		q.slots[i] = make([]byte, size)
-		fillPadding(q.slots[i])
+		fillDatagramPadding(q.slots[i])
 		q.free <- i
 	}
 	go q.write()
@@ -597,7 +597,7 @@ func (q *wsDatagramQueue) close() error {
 // TCP's own back-pressure is the point. Dropped datagrams use up their
 // sequence numbers, so the receiver counts them lost.
 type wsDatagramSender struct {
-	w     messageWriter
+	w     datagramWriter
 	gate  *wsSendGate      // set where the kernel reports the queue
 	queue *wsDatagramQueue // set otherwise, for a paced test
 	buf   []byte
@@ -614,9 +614,9 @@ const wsQueueMaxBytes = 4 << 20
 
 // newWSDatagramSender sends size-byte datagrams at rate over w, whose
 // TCP connection is nc; masked is true on the client side.
-func newWSDatagramSender(w messageWriter, nc net.Conn, rate float64, size int, masked bool, epoch time.Time) *wsDatagramSender {
+func newWSDatagramSender(w datagramWriter, nc net.Conn, rate float64, size int, masked bool, epoch time.Time) *wsDatagramSender {
 	s := &wsDatagramSender{w: w, buf: make([]byte, size), epoch: epoch}
-	fillPadding(s.buf)
+	fillDatagramPadding(s.buf)
 	if rate <= 0 {
 		return s
 	}

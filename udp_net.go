@@ -405,7 +405,7 @@ func newUDPSender(conn *net.UDPConn, size int, epoch time.Time) *udpSender {
 		buf:   make([]byte, udpSendBatch*size),
 		epoch: epoch,
 	}
-	fillPadding(s.buf)
+	fillDatagramPadding(s.buf)
 	return s
 }
 
@@ -498,10 +498,10 @@ func (c *udpClientConn) handshake(ctx context.Context) error {
 	var hello, in [udpControlLen + 1]byte
 	putControl(hello[:], udpKindHello, c.id, c.secret)
 	for wait := udpHelloFirstWait; time.Now().Before(deadline); wait = wait * 3 / 2 {
-		if _, err := c.conn.Write(hello[:udpControlLen]); err != nil && !isRefused(err) {
+		if _, err := c.conn.Write(hello[:udpControlLen]); err != nil && !udpRefused(err) {
 			return err
 		}
-		c.conn.SetReadDeadline(minTime(time.Now().Add(wait), deadline))
+		c.conn.SetReadDeadline(earlierOf(time.Now().Add(wait), deadline))
 		if c.awaitAck(in[:]) {
 			return nil
 		}
@@ -563,7 +563,7 @@ func (c *udpClientConn) receive(ctx context.Context, counter *udpCounter, size i
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case isRefused(err):
+		case udpRefused(err):
 			continue // an ICMP error from before the server bound us
 		case err != nil:
 			return err
@@ -581,11 +581,11 @@ func (c *udpClientConn) receive(ctx context.Context, counter *udpCounter, size i
 
 func (c *udpClientConn) close() error { return c.conn.Close() }
 
-// isRefused tells an ICMP port-unreachable reported on a connected
+// udpRefused tells an ICMP port-unreachable reported on a connected
 // socket, which a later datagram may well get past.
-func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+func udpRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
-func minTime(a, b time.Time) time.Time {
+func earlierOf(a, b time.Time) time.Time {
 	if a.Before(b) {
 		return a
 	}

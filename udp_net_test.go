@@ -32,9 +32,9 @@ func udpServerAddr(l *udpListener, host string) string {
 	return net.JoinHostPort(host, strconv.Itoa(l.port()))
 }
 
-// rawUDP is a plain socket that talks to the listener without the
+// udpRawSocket is a plain socket that talks to the listener without the
 // client's handshake, to send what a stranger would.
-func rawUDP(t *testing.T, server string) *net.UDPConn {
+func udpRawSocket(t *testing.T, server string) *net.UDPConn {
 	t.Helper()
 	c, err := net.Dial("udp", server)
 	if err != nil {
@@ -44,8 +44,8 @@ func rawUDP(t *testing.T, server string) *net.UDPConn {
 	return c.(*net.UDPConn)
 }
 
-// expectSilence fails if c receives anything within d.
-func expectSilence(t *testing.T, c *net.UDPConn, d time.Duration) {
+// udpExpectSilence fails if c receives anything within d.
+func udpExpectSilence(t *testing.T, c *net.UDPConn, d time.Duration) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(d))
 	buf := make([]byte, 100)
@@ -54,8 +54,8 @@ func expectSilence(t *testing.T, c *net.UDPConn, d time.Duration) {
 	}
 }
 
-// eventually polls cond for up to a second.
-func eventually(t testing.TB, what string, cond func() bool) {
+// udpEventually polls cond for up to a second.
+func udpEventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(time.Second); !cond(); {
 		if time.Now().After(deadline) {
@@ -85,13 +85,13 @@ func TestUDPHandshake(t *testing.T) {
 				t.Fatalf("hello did not bind: %v", err)
 			}
 			// The ack may reach the client before the server counts it.
-			eventually(t, "the ack counted", func() bool { return l.counts().SentBytes == udpControlLen })
+			udpEventually(t, "the ack counted", func() bool { return l.counts().SentBytes == udpControlLen })
 			acked := l.counts().SentBytes
 
 			// Strangers get nothing back, whatever they send.
 			wrong := secret
 			wrong[0] ^= 1
-			stranger := rawUDP(t, server)
+			stranger := udpRawSocket(t, server)
 			var b [udpControlLen]byte
 			bad := [][]byte{
 				putControl(b[:], udpKindHello, 1, wrong),                                    // wrong secret
@@ -103,9 +103,9 @@ func TestUDPHandshake(t *testing.T) {
 			for _, p := range bad {
 				stranger.Write(p)
 			}
-			stranger.Write(header(1, 0)) // data from an unbound source
-			expectSilence(t, stranger, 200*time.Millisecond)
-			eventually(t, "drops counted", func() bool {
+			stranger.Write(dgHeader(1, 0)) // data from an unbound source
+			udpExpectSilence(t, stranger, 200*time.Millisecond)
+			udpEventually(t, "drops counted", func() bool {
 				n := l.counts()
 				return n.BadHellos == int64(len(bad)) && n.Unbound == 1
 			})
@@ -195,8 +195,8 @@ func TestUDPUploadDownload(t *testing.T) {
 
 			const n, size = 1000, 100
 			s := cUp.newSender(size, epoch)
-			sendN(t, s, n)
-			eventually(t, "upload counted", func() bool { return up.recv.totals().Packets == n })
+			udpSendN(t, s, n)
+			udpEventually(t, "upload counted", func() bool { return up.recv.totals().Packets == n })
 			// With GSO the kernel cut the batches: every datagram must
 			// still arrive whole, once, in order.
 			want := udpStats{Packets: n, Bytes: n * size, Highest: n}
@@ -211,8 +211,8 @@ func TestUDPUploadDownload(t *testing.T) {
 			go func() { recvDone <- cDown.receive(rctx, &downCount, size, epoch) }()
 			sentBefore := l.counts().SentBytes
 			ds := down.newSender(size, epoch)
-			sendN(t, ds, n)
-			eventually(t, "download counted", func() bool { return downCount.totals().Packets == n })
+			udpSendN(t, ds, n)
+			udpEventually(t, "download counted", func() bool { return downCount.totals().Packets == n })
 			if tot := downCount.totals(); tot.Bytes != n*size || tot.OutOfOrder+tot.Duplicates+tot.Lost != 0 {
 				t.Fatalf("download: %+v", tot)
 			}
@@ -225,8 +225,8 @@ func TestUDPUploadDownload(t *testing.T) {
 				t.Fatalf("send after unregister: %v", err)
 			}
 			drops := l.counts().Unbound
-			sendN(t, s, 10)
-			eventually(t, "late datagrams dropped", func() bool { return l.counts().Unbound == drops+10 })
+			udpSendN(t, s, 10)
+			udpEventually(t, "late datagrams dropped", func() bool { return l.counts().Unbound == drops+10 })
 			stop()
 			if err := <-recvDone; err != nil {
 				t.Fatal(err)
@@ -235,7 +235,7 @@ func TestUDPUploadDownload(t *testing.T) {
 	}
 }
 
-func sendN(t testing.TB, s *udpSender, n int) {
+func udpSendN(t testing.TB, s *udpSender, n int) {
 	t.Helper()
 	for left := n; left > 0; {
 		m, err := s.send(min(left, s.batch()))
@@ -274,7 +274,7 @@ func TestUDPKeepaliveRebinds(t *testing.T) {
 	kctx, cancel := context.WithTimeout(ctx, 230*time.Millisecond)
 	defer cancel()
 	first.keepalive(kctx, 50*time.Millisecond)
-	eventually(t, "keepalives acked", func() bool { return l.counts().SentBytes-before >= 4*udpControlLen })
+	udpEventually(t, "keepalives acked", func() bool { return l.counts().SentBytes-before >= 4*udpControlLen })
 	if got, want := down.dst.Load().AddrPort(), first.conn.LocalAddr().(*net.UDPAddr).AddrPort(); got != want {
 		t.Fatalf("keepalive did not rebind: %v, want %v", got, want)
 	}
@@ -298,9 +298,9 @@ func TestUDPPacingLoopback(t *testing.T) {
 	// When other work starves this process past the catch-up bound, the
 	// skipped slots are the pacer working as designed, and say nothing
 	// of its accuracy: measure again.
-	var res pacedResult
+	var res udpPacedResult
 	for try := 0; try < 3; try++ {
-		res = pacedRun(t, 100e6, defaultDatagram, 3*time.Second)
+		res = udpPacedRun(t, 100e6, defaultDatagram, 3*time.Second)
 		t.Logf("%s", res)
 		if !res.stalled() {
 			break
@@ -320,29 +320,29 @@ func TestUDPPacingLoopback(t *testing.T) {
 	}
 }
 
-type pacedResult struct {
+type udpPacedResult struct {
 	rate, sentRate float64
 	sent           int64
 	skipped        int64
 	recv           udpStats
 }
 
-func (r pacedResult) errPercent() float64 { return 100 * (r.sentRate - r.rate) / r.rate }
+func (r udpPacedResult) errPercent() float64 { return 100 * (r.sentRate - r.rate) / r.rate }
 
 // stalled says the sender lost over half a percent of its slots to
 // stalls longer than pacerMaxBacklog.
-func (r pacedResult) stalled() bool { return r.skipped*200 > r.sent }
+func (r udpPacedResult) stalled() bool { return r.skipped*200 > r.sent }
 
-func (r pacedResult) String() string {
+func (r udpPacedResult) String() string {
 	return fmt.Sprintf("target %.0f bit/s: sent %d datagrams at %.0f bit/s (%+.3f%%), skipped %d; received %d, lost %d, jitter %.4f ms",
 		r.rate, r.sent, r.sentRate, r.errPercent(), r.skipped, r.recv.Packets, r.recv.Lost, r.recv.JitterMs)
 }
 
-// pacedRun sends at rate for d from a client stream to a listener on
+// udpPacedRun sends at rate for d from a client stream to a listener on
 // 127.0.0.1 and measures the rate the sender achieved over [start, end).
 // The schedule's slots are instants; d spans whole slots, so the count
 // due within it is exact.
-func pacedRun(t testing.TB, rate float64, size int, d time.Duration) pacedResult {
+func udpPacedRun(t testing.TB, rate float64, size int, d time.Duration) udpPacedResult {
 	l := udpTestListener(t, "127.0.0.1")
 	secret := newUDPSecret()
 	up := newUDPPeer(1, &udpCounter{})
@@ -364,9 +364,9 @@ func pacedRun(t testing.TB, rate float64, size int, d time.Duration) pacedResult
 		t.Fatal(err)
 	}
 	sent := s.packets.Load()
-	eventually(t, "receiver", func() bool { return up.recv.totals().Packets >= sent })
+	udpEventually(t, "receiver", func() bool { return up.recv.totals().Packets >= sent })
 	time.Sleep(20 * time.Millisecond) // stragglers, duplicates
-	return pacedResult{
+	return udpPacedResult{
 		rate:     rate,
 		sentRate: float64(sent) * float64(size) * 8 / d.Seconds(),
 		sent:     sent,
@@ -385,7 +385,7 @@ func BenchmarkUDPPacing(b *testing.B) {
 	}{{"64k", 64e3, 20 * time.Second}, {"1M", 1e6, 5 * time.Second}, {"100M", 100e6, 3 * time.Second}, {"1G", 1e9, 3 * time.Second}} {
 		b.Run(rc.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				res := pacedRun(b, rc.rate, defaultDatagram, rc.d)
+				res := udpPacedRun(b, rc.rate, defaultDatagram, rc.d)
 				b.Logf("%s", res)
 				b.ReportMetric(res.errPercent(), "%off")
 				b.ReportMetric(float64(res.recv.Lost), "lost")
@@ -417,7 +417,7 @@ func BenchmarkUDPLoopback(b *testing.B) {
 			}
 			defer c.close()
 			s := c.newSender(size, time.Now())
-			sendN(b, s, s.batch()) // warm up: the first sends set GSO up
+			udpSendN(b, s, s.batch()) // warm up: the first sends set GSO up
 			up.recv.publish()
 			base := up.recv.totals().Packets
 			b.ReportAllocs()
@@ -425,7 +425,7 @@ func BenchmarkUDPLoopback(b *testing.B) {
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			start := time.Now()
-			sendN(b, s, b.N)
+			udpSendN(b, s, b.N)
 			sendTime := time.Since(start)
 			// The receiver may still be draining its socket buffer.
 			for last, idle := int64(-1), 0; idle < 3; {
@@ -479,7 +479,7 @@ func TestUDPHotPathsAllocateNothing(t *testing.T) {
 	p := newPacer(0, 1400, epoch)
 	upSender.send(64) // first use builds the GSO control message
 	downSender.send(64)
-	eventually(t, "warm-up", func() bool { return got.totals().Packets == 64 && up.recv.totals().Packets == 64 })
+	udpEventually(t, "warm-up", func() bool { return got.totals().Packets == 64 && up.recv.totals().Packets == 64 })
 	allocs := testing.AllocsPerRun(50, func() {
 		n := p.take(time.Now(), 64)
 		upSender.send(n)
@@ -487,7 +487,7 @@ func TestUDPHotPathsAllocateNothing(t *testing.T) {
 		time.Sleep(time.Millisecond) // let both readers run
 	})
 	switch {
-	case allocs != 0 && raceBuild():
+	case allocs != 0 && udpRaceBuild():
 		// The race detector makes sync.Pool drop some of what is put
 		// back, so x/net's pooled sendmmsg scratch is sometimes rebuilt.
 		t.Logf("%v allocations per batch under -race (sync.Pool drops)", allocs)
@@ -499,8 +499,8 @@ func TestUDPHotPathsAllocateNothing(t *testing.T) {
 	}
 }
 
-// raceBuild says whether the test binary runs under the race detector.
-func raceBuild() bool {
+// udpRaceBuild says whether the test binary runs under the race detector.
+func udpRaceBuild() bool {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "-race" {
@@ -559,7 +559,7 @@ func BenchmarkPacerTake(b *testing.B) {
 }
 
 func BenchmarkWSSendGate(b *testing.B) {
-	a, _ := tcpPair(b)
+	a, _ := udpTCPPair(b)
 	gate, ok := newWSSendGate(a, 100e6, 1408)
 	if !ok {
 		b.Skip("no send queue probe on this system")
@@ -573,14 +573,14 @@ func BenchmarkWSSendGate(b *testing.B) {
 // BenchmarkWSDatagramSender: per datagram, through the kernel gate and
 // through the portable queue (its writer discards).
 func BenchmarkWSDatagramSender(b *testing.B) {
-	a, _ := tcpPair(b)
+	a, _ := udpTCPPair(b)
 	for _, portable := range []bool{false, true} {
 		b.Run("portable="+strconv.FormatBool(portable), func(b *testing.B) {
 			var nc net.Conn = a
 			if portable {
 				nc = nil
 			}
-			s := newWSDatagramSender(discardWriter{}, nc, 1e9, 1400, true, time.Now())
+			s := newWSDatagramSender(udpDiscardWriter{}, nc, 1e9, 1400, true, time.Now())
 			defer s.close()
 			b.ReportAllocs()
 			for i := 0; i < b.N; i += 64 {
@@ -590,6 +590,6 @@ func BenchmarkWSDatagramSender(b *testing.B) {
 	}
 }
 
-type discardWriter struct{}
+type udpDiscardWriter struct{}
 
-func (discardWriter) WriteMessage(opcode, []byte) error { return nil }
+func (udpDiscardWriter) WriteMessage(opcode, []byte) error { return nil }
