@@ -27,9 +27,9 @@ import (
 // suffix makes it iperf3's syntax. 100 Gbit/s is far above what one host
 // can pace through user space, so anything beyond is a typo.
 const (
-	rateBareUnit = 1e6
-	rateMax      = 100e9
-	rateMin      = 1 // bit/s; below it the schedule's slot times overflow
+	defaultRateUnit = 1e6
+	maxRate         = 100e9
+	minRate         = 1 // bit/s; below it the schedule's slot times overflow
 )
 
 var (
@@ -39,7 +39,7 @@ var (
 
 // parseRate reads a -b value into bits per second; 0 means unpaced.
 func parseRate(s string) (float64, error) {
-	num, unit := s, rateBareUnit
+	num, unit := s, defaultRateUnit
 	if n := len(s); n > 0 {
 		if m, ok := rateSuffix(s[n-1]); ok {
 			num, unit = s[:n-1], m
@@ -59,7 +59,7 @@ func parseRate(s string) (float64, error) {
 	switch {
 	case bps == 0:
 		return 0, nil
-	case bps < rateMin || bps > rateMax || math.IsInf(bps, 0):
+	case bps < minRate || bps > maxRate || math.IsInf(bps, 0):
 		return 0, fmt.Errorf("%w: %q is outside 1 bit/s to 100 Gbit/s", errRateRange, s)
 	}
 	return bps, nil
