@@ -16,8 +16,18 @@
 //	                 token guessing, rationed log lines, idle memory
 //	stream.go        the engine both ends share: move bytes, count them,
 //	                 close intervals
+//	udp.go           a UDP test's pieces: -b, the datagram header, loss and
+//	                 jitter accounting, pacing, the WebSocket drop rule
+//	udp_stream.go    the engine's datagram streams, on either transport
+//	udp_session.go   how a UDP test's datagrams travel: offer, hellos,
+//	                 the client's choice, real-UDP streams
+//	udp_net.go       real UDP: the session handshake, the server's shared
+//	                 socket, the client's sockets, batch sends
+//	udp_linux.go     recvmmsg/sendmmsg, UDP GSO and the TCP send queue on
+//	                 Linux; udp_other.go: portable stand-ins
 //	reverse_trace.go both ends of the reverse traceroute, and its limits
-//	report.go        output: lines, units, the test view, the live reporter
+//	report.go        output: lines, units, the test view, datagram counts,
+//	                 the live reporter
 //	report_text.go   iperf3's text layout
 //	report_json.go   iperf3's -J document
 //	ws.go            RFC 6455 connection: read, write, control frames, close
