@@ -12,10 +12,22 @@
 //	                 streams, start, results
 //	server.go        the HTTP server, its sessions and caps, the server
 //	                 side of a bandwidth test, and its log lines
+//	guard.go         the server's defences: connections per address,
+//	                 token guessing, rationed log lines, idle memory
 //	stream.go        the engine both ends share: move bytes, count them,
 //	                 close intervals
+//	udp.go           a UDP test's pieces: -b, the datagram header, loss and
+//	                 jitter accounting, pacing, the WebSocket drop rule
+//	udp_stream.go    the engine's datagram streams, on either transport
+//	udp_session.go   how a UDP test's datagrams travel: offer, hellos,
+//	                 the client's choice, real-UDP streams
+//	udp_net.go       real UDP: the session handshake, the server's shared
+//	                 socket, the client's sockets, batch sends
+//	udp_linux.go     recvmmsg/sendmmsg, UDP GSO and the TCP send queue on
+//	                 Linux; udp_other.go: portable stand-ins
 //	reverse_trace.go both ends of the reverse traceroute, and its limits
-//	report.go        output: lines, units, the test view, the live reporter
+//	report.go        output: lines, units, the test view, datagram counts,
+//	                 the live reporter
 //	report_text.go   iperf3's text layout
 //	report_json.go   iperf3's -J document
 //	ws.go            RFC 6455 connection: read, write, control frames, close
@@ -33,6 +45,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -142,10 +155,14 @@ type config struct {
 	maxDuration       float64
 	maxParallel       int
 	noReverseTrace    bool
-	trustProxy        bool
+	trustProxy        string // "": off; else the header the proxy names clients in
 	noUDP             bool
 	maxUDPRate        float64 // bits/s per test
 	reverseTraceLimit int
+	maxClientsPerIP   int
+	maxConns          int
+	maxConnsPerIP     int
+	maxReverseTraces  int
 
 	// client
 	host            string
@@ -192,6 +209,10 @@ func defaultConfig() *config {
 		maxDuration:       3600,
 		maxParallel:       maxParallel,
 		reverseTraceLimit: 6,
+		maxClientsPerIP:   4,
+		maxConns:          256,
+		maxConnsPerIP:     16,
+		maxReverseTraces:  4,
 		duration:          10,
 		interval:          1,
 		parallel:          1,
@@ -222,7 +243,9 @@ const (
 type option struct {
 	short byte
 	long  string
-	arg   string // name of the value in --help; "" for a switch
+	// arg names the value in --help: "" for a switch, "[=NAME]" for an
+	// optional value, given only as --long=VALUE (or -xVALUE).
+	arg   string
 	modes modeSet
 	help  string
 	apply func(c *config, v string) error
@@ -258,14 +281,25 @@ var options = []option{
 	// server
 	{'1', "one-off", "", inServer, "serve one test, then exit", switchOpt(func(c *config) *bool { return &c.oneOff })},
 	{0, "idle-timeout", "SEC", inServer, "drop a client silent for this long (default 30)", secondsOpt(func(c *config) *float64 { return &c.idleTimeout }, 0.1, 86400)},
-	{0, "max-clients", "N", inServer, "tests served at once (default 16)", intOpt(func(c *config) *int { return &c.maxClients }, 1, 100000)},
+	{0, "max-clients", "N", inServer, "tests and reverse traceroutes served at once (default 16)", intOpt(func(c *config) *int { return &c.maxClients }, 1, 100000)},
+	{0, "max-clients-per-ip", "N", inServer, "tests at once from one client address (default 4)", intOpt(func(c *config) *int { return &c.maxClientsPerIP }, 1, 100000)},
+	{0, "max-connections", "N", inServer, "connections at once outside running tests: handshakes, /echo, traces (default 256)", intOpt(func(c *config) *int { return &c.maxConns }, 1, 1000000)},
+	{0, "max-connections-per-ip", "N", inServer, "the same, from one client address (default 16)", intOpt(func(c *config) *int { return &c.maxConnsPerIP }, 1, 1000000)},
 	{0, "max-duration", "SEC", inServer, "longest test accepted (default 3600)", secondsOpt(func(c *config) *float64 { return &c.maxDuration }, 1, 365*86400)},
 	{0, "max-parallel", "N", inServer, "most streams in one test (default 128)", intOpt(func(c *config) *int { return &c.maxParallel }, 1, maxParallel)},
 	{0, "no-udp", "", inServer, "open no UDP socket: UDP tests run over WebSocket", switchOpt(func(c *config) *bool { return &c.noUDP })},
 	{0, "max-udp-rate", "RATE", inServer, "most UDP bits/s one test may ask for, all streams together (default 1G)", rateOpt(func(c *config) *float64 { return &c.maxUDPRate }, false)},
 	{0, "no-reverse-traceroute", "", inServer, "refuse reverse traceroute requests", switchOpt(func(c *config) *bool { return &c.noReverseTrace })},
 	{0, "reverse-traceroute-limit", "N", inServer, "reverse traceroutes per client address per minute (default 6)", intOpt(func(c *config) *int { return &c.reverseTraceLimit }, 1, 1000)},
-	{0, "trust-proxy", "", inServer, "believe X-Forwarded-For / X-Real-IP (behind your own reverse proxy)", switchOpt(func(c *config) *bool { return &c.trustProxy })},
+	{0, "max-reverse-traces", "N", inServer, "reverse traceroutes at once, from all clients (default 4)", intOpt(func(c *config) *int { return &c.maxReverseTraces }, 1, 1000)},
+	{0, "trust-proxy", "[=HEADER]", inServer, "behind your own reverse proxy: take the client's address from HEADER, x-forwarded-for (the default; its last entry) or x-real-ip", func(c *config, v string) error {
+		switch h := strings.ToLower(v); h {
+		case "", proxyXFF, proxyRealIP:
+			c.trustProxy = cmp.Or(h, proxyXFF)
+			return nil
+		}
+		return fmt.Errorf("bad --trust-proxy %q: want x-forwarded-for or x-real-ip", v)
+	}},
 
 	// client: test shape
 	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
@@ -388,7 +422,7 @@ func parseArgs(args []string) (*config, error) {
 			if o.arg == "" && hasVal {
 				return nil, fmt.Errorf("option --%s takes no value", name)
 			}
-			if o.arg != "" && !hasVal {
+			if o.arg != "" && !hasVal && !o.optionalValue() {
 				if i+1 >= len(args) {
 					return nil, fmt.Errorf("option --%s needs a value (%s)", name, o.arg)
 				}
@@ -411,7 +445,7 @@ func parseArgs(args []string) (*config, error) {
 					continue
 				}
 				val := a[j+1:]
-				if val == "" {
+				if val == "" && !o.optionalValue() {
 					if i+1 >= len(args) {
 						return nil, fmt.Errorf("option -%c needs a value (%s)", a[j], o.arg)
 					}
@@ -429,6 +463,11 @@ func parseArgs(args []string) (*config, error) {
 	}
 	return c, c.check()
 }
+
+// optionalValue is true for an option whose value may be left out, as
+// getopt_long's optional_argument: the value then has to be attached
+// (--long=VALUE, -xVALUE), never the next argument.
+func (o *option) optionalValue() bool { return strings.HasPrefix(o.arg, "[=") }
 
 // findLong resolves a long name; long names are unique, so no mode is needed.
 func findLong(name string) *option {
@@ -642,7 +681,10 @@ Bandwidth and route tests over WebSocket.
 				name = "-" + string(o.short) + ", "
 			}
 			name += "--" + o.long
-			if o.arg != "" {
+			switch {
+			case o.optionalValue():
+				name += o.arg
+			case o.arg != "":
 				name += " " + o.arg
 			}
 			fmt.Fprintf(w, "  %-34s %s\n", name, o.help)

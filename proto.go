@@ -95,6 +95,10 @@ const (
 	// maxControlMessage is the largest control message either side
 	// accepts, and so the smallest message limit of any connection.
 	maxControlMessage = 1 << 20
+	// maxFirstMessage is the server's limit before a connection's first
+	// message says what it is: every first message is small, and a
+	// stranger gets no more memory than this from us.
+	maxFirstMessage = 64 << 10
 	// maxReportMessage is the client's limit for control messages: the
 	// server's results may carry its whole report of a long test
 	// (--get-server-output).
@@ -331,6 +335,11 @@ func messageType(b []byte) (string, error) {
 	return m.Type, nil
 }
 
+// errBadControl marks a control message that breaks the protocol: not a
+// JSON text message with a type, or a message of the right type in the
+// wrong shape. The server answers it at once with 1008.
+var errBadControl = errors.New("bad control message")
+
 // refusal turns a server's refuse or error message into an error.
 func refusal(msg []byte) error {
 	return fmt.Errorf("server refused the test: %s", peerReason(msg))
@@ -350,24 +359,41 @@ func refuse(c *wsConn, code statusCode, why string) {
 	c.Close(code, shortReason(errors.New(why)))
 }
 
+// sendJSON writes one control message within closeWait. The deadline goes
+// when the write is done: the connection may idle long after, and a pong
+// written then must not meet a deadline long past.
 func sendJSON(c *wsConn, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	c.SetWriteDeadline(time.Now().Add(closeWait))
+	defer c.SetWriteDeadline(time.Time{})
 	return c.WriteMessage(opText, b)
+}
+
+// controlType is the type of a control message as read, op and all: the
+// protocol's messages are JSON text (RFC 6455 §5.6).
+func controlType(op opcode, msg []byte) (string, error) {
+	if op != opText {
+		return "", fmt.Errorf("%w: a binary message; control messages are JSON text", errBadControl)
+	}
+	kind, err := messageType(msg)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errBadControl, err)
+	}
+	return kind, nil
 }
 
 // readControlMessage reads one control message within timeout and
 // returns it with its type.
 func readControlMessage(c *wsConn, timeout time.Duration) ([]byte, string, error) {
 	c.SetReadDeadline(time.Now().Add(timeout))
-	_, msg, err := c.ReadMessage(nil)
+	op, msg, err := c.ReadMessage(nil)
 	if err != nil {
 		return nil, "", err
 	}
-	kind, err := messageType(msg)
+	kind, err := controlType(op, msg)
 	return msg, kind, err
 }
 
@@ -398,13 +424,18 @@ func watchControl(c *wsConn, wait time.Duration, peer string, on controlEvents) 
 
 func (w *controlWatch) follow(c *wsConn, peer string, on controlEvents) {
 	for {
-		_, msg, err := c.ReadMessage(nil)
+		op, msg, err := c.ReadMessage(nil)
 		if err != nil {
 			on.fail()
 			w.failed <- fmt.Errorf("lost %s: %w", peer, err)
 			return
 		}
-		kind, _ := messageType(msg)
+		kind, err := controlType(op, msg)
+		if err != nil {
+			on.fail()
+			w.failed <- fmt.Errorf("from %s: %w", peer, err)
+			return
+		}
 		switch kind {
 		case msgStop:
 			if on.stop != nil {
@@ -422,7 +453,8 @@ func (w *controlWatch) follow(c *wsConn, peer string, on controlEvents) {
 			}
 			var res resultsMsg
 			if err := json.Unmarshal(msg, &res); err != nil {
-				w.failed <- fmt.Errorf("bad results from %s: %w", peer, err)
+				on.fail()
+				w.failed <- fmt.Errorf("%w: results from %s: %w", errBadControl, peer, err)
 				return
 			}
 			w.results <- &res

@@ -455,7 +455,9 @@ func openOutput(cfg *config, stdout io.Writer) (*lineWriter, error) {
 }
 
 // cleanText drops what a terminal would interpret (control characters,
-// escape sequences) and cuts s to max runes.
+// escape sequences), trims spaces and cuts s to max runes. A cut can end
+// in a space, so the end is trimmed again after it: cleaning twice then
+// changes nothing.
 func cleanText(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsPrint(r) {
@@ -465,7 +467,7 @@ func cleanText(s string, max int) string {
 	}, s)
 	s = strings.TrimSpace(s)
 	if r := []rune(s); len(r) > max {
-		s = string(r[:max])
+		s = strings.TrimRight(string(r[:max]), " ")
 	}
 	return s
 }

@@ -122,26 +122,32 @@ func followTrace(ctx context.Context, cfg *config, u *url.URL, onStart func(trac
 // each hop to it as soon as the hop is known. The target is the client's
 // address as this server sees it (or as the trusted proxy says), never an
 // address the client names.
-func (s *server) reverseTrace(c *wsConn, req *traceRequest, peer string) {
+func (s *server) reverseTrace(c *wsConn, req *traceRequest, who clientPeer) {
+	peer := who.peer
 	target, err := peerIP(peer)
-	if err == nil && s.cfg.noReverseTrace {
+	switch {
+	case err != nil:
+	case s.cfg.noReverseTrace:
 		err = errors.New("reverse traceroute is disabled on this server")
-	}
-	if err == nil {
+	case s.cfg.trustProxy != "" && !who.named:
+		// Tracing the TCP peer would trace the proxy.
+		err = fmt.Errorf("the server's proxy did not name your address (%s)", s.cfg.trustProxy)
+	default:
 		err = req.check()
 	}
+	code := statusPolicyViolation
 	if err == nil {
-		err = s.traces.begin(target, time.Now())
+		code, err = s.beginTrace(target)
 	}
 	if err != nil {
-		s.logRefusal(peer, err)
-		refuse(c, statusPolicyViolation, err.Error())
+		s.logRefusal(peer, code, err)
+		refuse(c, code, err.Error())
 		return
 	}
 	// The trace's place is free once its probes are done, before the
 	// close handshake, so a client's next trace never finds it taken.
 	var endOnce sync.Once
-	endTrace := func() { endOnce.Do(func() { s.traces.end(target) }) }
+	endTrace := func() { endOnce.Do(func() { s.endTrace(target) }) }
 	defer endTrace()
 
 	opt := traceOptions{
@@ -149,6 +155,7 @@ func (s *server) reverseTrace(c *wsConn, req *traceRequest, peer string) {
 		MaxHops:  req.MaxHops,
 		Queries:  req.Queries,
 		Timeout:  seconds2dur(req.Timeout),
+		Gap:      reverseProbeGap,
 		Names:    true,
 		Resolver: s.resolver,
 	}
@@ -185,7 +192,41 @@ func (s *server) reverseTrace(c *wsConn, req *traceRequest, peer string) {
 	}
 	sendJSON(c, end)
 	c.Close(statusNormal, "trace done")
-	s.logTrace(peer, target, opt.Proto, traceErr)
+	s.logTrace(who, target, opt.Proto, traceErr)
+}
+
+// reverseProbeGap paces a reverse trace's probes: at most 500 a second.
+// One trace runs at a time per client and per client network, so this is
+// also the most any one client can have the server send.
+const reverseProbeGap = 2 * time.Millisecond
+
+// beginTrace admits a reverse trace to target: it takes one of the
+// --max-clients slots that tests take, and one of --max-reverse-traces,
+// within the per-client limits of traceLimiter.
+func (s *server) beginTrace(target netip.Addr) (statusCode, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.running >= s.cfg.maxClients:
+		return statusTryAgainLater, fmt.Errorf("server is busy: %d tests running, its limit (--max-clients); try again later", s.running)
+	case s.tracing >= s.cfg.maxReverseTraces:
+		return statusTryAgainLater, fmt.Errorf("server is busy: %d reverse traceroutes running, its limit (--max-reverse-traces); try again later", s.tracing)
+	}
+	if err := s.traces.begin(target, time.Now()); err != nil {
+		return statusPolicyViolation, err
+	}
+	s.running++
+	s.tracing++
+	return 0, nil
+}
+
+func (s *server) endTrace(target netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.traces.end(target)
+	s.running--
+	s.tracing--
+	s.settleWhenIdle()
 }
 
 // peerIP is the address in a peer string: "host:port", or the bare
@@ -202,9 +243,11 @@ func peerIP(peer string) (netip.Addr, error) {
 	return a.Unmap().WithZone(""), nil
 }
 
-func (s *server) logTrace(peer string, target netip.Addr, proto string, err error) {
+// logTrace notes a reverse trace, with the TCP peer that asked for it
+// beside the address traced: behind a proxy, they differ.
+func (s *server) logTrace(who clientPeer, target netip.Addr, proto string, err error) {
 	if s.cfg.json {
-		rec := map[string]string{"event": "reverse_traceroute", "peer": peer, "target": target.String(), "protocol": proto}
+		rec := map[string]string{"event": "reverse_traceroute", "peer": who.peer, "tcp_peer": who.tcp, "target": target.String(), "protocol": proto}
 		if err != nil {
 			rec["error"] = err.Error()
 		}
@@ -212,34 +255,67 @@ func (s *server) logTrace(peer string, target netip.Addr, proto string, err erro
 		s.out.println(string(b))
 		return
 	}
-	line := fmt.Sprintf("%s %s reverse traceroute (%s) to %s", time.Now().UTC().Format(time.RFC3339), peer, proto, target)
+	line := fmt.Sprintf("%s %s reverse traceroute (%s) to %s", time.Now().UTC().Format(time.RFC3339), who.tcp, proto, target)
 	if err != nil {
 		line += " error: " + err.Error()
 	}
 	s.out.println(line)
 }
 
-// traceLimiter allows one reverse traceroute per client address at a time,
-// and at most perMinute of them per address in any minute, so the server
-// cannot be turned into a probe cannon.
+// traceLimiter keeps the server from being turned into a probe cannon.
+// It counts traces by client address and by the client's network (its /24
+// or /64, where one client's addresses lie): one trace at a time in each,
+// and at most perMinute per address, twice that per network, in any
+// minute.
 type traceLimiter struct {
 	mu        sync.Mutex
 	perMinute int
-	active    map[netip.Addr]bool
-	recent    map[netip.Addr][]time.Time
+	active    map[netip.Prefix]bool
+	recent    map[netip.Prefix][]time.Time
 }
 
 func newTraceLimiter(perMinute int) *traceLimiter {
-	return &traceLimiter{perMinute: perMinute, active: map[netip.Addr]bool{}, recent: map[netip.Addr][]time.Time{}}
+	return &traceLimiter{perMinute: perMinute, active: map[netip.Prefix]bool{}, recent: map[netip.Prefix][]time.Time{}}
+}
+
+// traceKeys are what a trace to a counts under: the address, and its
+// network.
+func traceKeys(a netip.Addr) [2]netip.Prefix {
+	bits := 24
+	if a.Is6() {
+		bits = 64
+	}
+	network, _ := a.Prefix(bits)
+	return [2]netip.Prefix{netip.PrefixFrom(a, a.BitLen()), network}
 }
 
 // begin admits a trace to a at time now, or says why not.
 func (l *traceLimiter) begin(a netip.Addr, now time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.active[a] {
-		return errors.New("a reverse traceroute to your address is already running")
+	l.forget(now)
+	keys := traceKeys(a)
+	for i, k := range keys {
+		whom, limit := "your address", l.perMinute
+		if i == 1 {
+			whom, limit = "your network ("+k.String()+")", 2*l.perMinute
+		}
+		if l.active[k] {
+			return fmt.Errorf("a reverse traceroute to %s is already running", whom)
+		}
+		if len(l.recent[k]) >= limit {
+			return fmt.Errorf("too many reverse traceroutes to %s: at most %d a minute (--reverse-traceroute-limit)", whom, limit)
+		}
 	}
+	for _, k := range keys {
+		l.active[k] = true
+		l.recent[k] = append(l.recent[k], now)
+	}
+	return nil
+}
+
+// forget drops traces older than a minute.
+func (l *traceLimiter) forget(now time.Time) {
 	for addr, times := range l.recent {
 		kept := times[:0]
 		for _, t := range times {
@@ -253,18 +329,14 @@ func (l *traceLimiter) begin(a netip.Addr, now time.Time) error {
 			l.recent[addr] = kept
 		}
 	}
-	if len(l.recent[a]) >= l.perMinute {
-		return fmt.Errorf("too many reverse traceroutes to your address: at most %d a minute (--reverse-traceroute-limit)", l.perMinute)
-	}
-	l.active[a] = true
-	l.recent[a] = append(l.recent[a], now)
-	return nil
 }
 
 func (l *traceLimiter) end(a netip.Addr) {
 	l.mu.Lock()
-	delete(l.active, a)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	for _, k := range traceKeys(a) {
+		delete(l.active, k)
+	}
 }
 
 // Reverse traceroute: the client asks, on a control connection of its

@@ -15,9 +15,11 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +30,9 @@ type server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by cookie, while streams may join
-	running  int                 // tests holding a slot
+	running  int                 // tests and reverse traces holding a slot
+	tracing  int                 // reverse traces running
+	perAddr  map[netip.Addr]int  // tests holding a slot, by client address
 	admitted int                 // tests ever accepted, for --one-off
 	tests    sync.WaitGroup      // every test goroutine
 	oneOff   chan struct{}       // closed after the first test with -1
@@ -39,12 +43,19 @@ type server struct {
 	resolver *net.Resolver // PTR names and geo lookups for reverse traces
 	geo      *geoCache     // nil with --no-geo
 	udp      *udpListener  // real UDP for UDP tests; nil with --no-udp
+
+	conns  *connGuard  // connections per client address
+	auth   *authGuard  // failed tokens per client address
+	settle *time.Timer // returns memory to the OS once the server is idle
+	// Lines a client can cause at will are rationed.
+	busyLog, refusedLog, authLog, connLog logLimiter
 }
 
 // session is a test from its request to its end.
 type session struct {
 	req    testRequest
-	peer   string // the client's address as seen here
+	peer   string     // the client's address as seen here
+	addr   netip.Addr // its IP, the key of the per-address caps
 	joined chan joinedStream
 	// streams still expected in each direction; guarded by server.mu
 	pendingUp, pendingDown int
@@ -101,14 +112,24 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 		ctx:      ctx,
 		traces:   newTraceLimiter(cfg.reverseTraceLimit),
 		resolver: lookupResolver(cfg.dnsServer),
+		perAddr:  map[netip.Addr]int{},
+		conns:    newConnGuard(cfg.maxConns, cfg.maxConnsPerIP, cfg.trustProxy != ""),
+		auth:     newAuthGuard(),
 	}
 	if !cfg.noGeo {
 		s.geo = newGeoCache(s.resolver)
 	}
+	s.settle = time.AfterFunc(time.Hour, s.freeMemory)
+	s.settle.Stop()
+	defer s.settle.Stop()
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.idle,
 		IdleTimeout:       s.idle,
+		// An opening handshake needs a few hundred bytes; the default
+		// (1 MiB) would let each slow client pin that much.
+		MaxHeaderBytes: maxHeaderBytes,
+		ConnContext:    withConn,
 		// A port scan or a half-open client is not worth a log line.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
@@ -118,6 +139,7 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 			defer s.udp.close()
 		}
 	}
+	ln = &guardedListener{Listener: ln, g: s.conns, refused: s.logTurnedAway, turning: make(chan struct{}, maxTurning)}
 	if !cfg.json {
 		out.printf("Server listening on %s (wperf %s, protocol %s)", ln.Addr(), version, subprotocolV1)
 	}
@@ -130,19 +152,31 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 		return fmt.Errorf("serve: %w", err)
 	}
 	cancel()
-	shutdownCtx, done := context.WithTimeout(context.Background(), closeWait)
-	defer done()
-	hs.Shutdown(shutdownCtx)
+	// Close, not Shutdown: Shutdown waits up to 5 s for connections that
+	// are still sending their request headers. Upgraded connections are
+	// not net/http's any more; tests end through ctx.
+	hs.Close()
 	s.tests.Wait()
 	return nil
 }
 
+// maxHeaderBytes bounds an HTTP request's header.
+const maxHeaderBytes = 16 << 10
+
 // ServeHTTP routes one request: authentication first, then the echo
 // endpoint, then the wperf protocol.
 func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
-	if s.cfg.token != "" && !tokenMatches(hr.Header.Get("Authorization"), s.cfg.token) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="wperf"`)
-		http.Error(w, "authentication failed", http.StatusUnauthorized)
+	peer, named := s.peerAddr(hr)
+	addr, _ := peerIP(peer)
+	if named {
+		if err := s.conns.chargeClient(hr, addr); err != nil {
+			s.logTurnedAway(addr, err)
+			w.Header().Set("Connection", "close")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	if s.cfg.token != "" && !s.authorized(w, hr, peer, addr) {
 		return
 	}
 	if !isUpgrade(hr) {
@@ -165,51 +199,92 @@ func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	}
 	c, err := upgrade(w, hr, upgradeOptions{
 		subprotocols: []string{subprotocolV1},
-		connOptions:  connOptions{maxMessage: maxControlMessage, readBuffer: 16 << 10},
+		connOptions:  connOptions{maxMessage: maxFirstMessage, readBuffer: 16 << 10},
 	})
 	if err != nil {
 		return
 	}
-	s.handle(c, s.peerAddr(hr))
+	s.handle(c, clientPeer{peer: peer, tcp: hr.RemoteAddr, named: named})
+}
+
+// clientPeer is who is on the other end of a connection.
+type clientPeer struct {
+	peer  string // the client: the TCP peer, or the address a trusted proxy names
+	tcp   string // the TCP peer, which is the proxy when named
+	named bool   // a trusted proxy named the client
+}
+
+// authorized checks the request's token. A wrong one is logged (without
+// the token, and rationed) and answered 401 only after a wait that grows
+// with the address's recent failures (authDelay), so guessing is slow.
+func (s *server) authorized(w http.ResponseWriter, hr *http.Request, peer string, addr netip.Addr) bool {
+	if tokenMatches(hr.Header.Get("Authorization"), s.cfg.token) {
+		s.auth.passed(addr)
+		return true
+	}
+	n, delay := s.auth.failed(addr, time.Now())
+	s.logAuthFailure(peer, n)
+	sleepCtx(hr.Context(), delay)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="wperf"`)
+	http.Error(w, "authentication failed", http.StatusUnauthorized)
+	return false
 }
 
 // tokenMatches compares a bearer token in constant time. Hashing both
-// sides first keeps the comparison's length fixed too.
+// sides first keeps the comparison's length fixed too. The scheme name
+// is case-insensitive (RFC 7235 §2.1), and one or more spaces may follow
+// it (RFC 6750 §2.1).
 func tokenMatches(header, token string) bool {
-	got, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok {
+	scheme, got, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
+	got = strings.TrimLeft(got, " ")
 	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(token))
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
+// The headers --trust-proxy may take the client's address from.
+const (
+	proxyXFF    = "x-forwarded-for"
+	proxyRealIP = "x-real-ip"
+)
+
 // peerAddr is the client's address: the TCP peer, or with --trust-proxy
-// what the reverse proxy in front of us says. That is the last
-// X-Forwarded-For entry, the one our proxy appended: the entries before it
-// came from the client and could name anyone.
-func (s *server) peerAddr(hr *http.Request) string {
-	if s.cfg.trustProxy {
+// what the reverse proxy in front of us says in the one header the
+// operator chose. From X-Forwarded-For that is the last entry, the one
+// our proxy appended: the entries before it came from the client and
+// could name anyone. named is false when the header is missing or names
+// no address; peer is then the TCP peer, the other header never.
+func (s *server) peerAddr(hr *http.Request) (peer string, named bool) {
+	var v string
+	switch s.cfg.trustProxy {
+	case proxyXFF:
 		if xff := headerTokens(hr.Header, "X-Forwarded-For"); len(xff) > 0 {
-			return xff[len(xff)-1]
+			v = xff[len(xff)-1]
 		}
-		if xr := strings.TrimSpace(hr.Header.Get("X-Real-IP")); xr != "" {
-			return xr
-		}
+	case proxyRealIP:
+		v = strings.TrimSpace(hr.Header.Get("X-Real-IP"))
 	}
-	return hr.RemoteAddr
+	if a, err := peerIP(v); err == nil {
+		return a.String(), true
+	}
+	return hr.RemoteAddr, false
 }
 
 // handle reads a new connection's first message, which says whether it
 // is a test's control connection or one of its streams.
-func (s *server) handle(c *wsConn, peer string) {
+func (s *server) handle(c *wsConn, who clientPeer) {
+	peer := who.peer
 	c.SetReadDeadline(time.Now().Add(s.idle))
-	_, msg, err := c.ReadMessage(nil)
+	stop := context.AfterFunc(s.ctx, c.Abort) // shutdown does not wait for it
+	op, msg, err := c.ReadMessage(nil)
+	stop()
 	if err != nil {
 		c.Abort()
 		return
 	}
-	kind, err := messageType(msg)
+	kind, err := controlType(op, msg)
 	if err != nil {
 		c.Close(statusPolicyViolation, err.Error())
 		return
@@ -239,7 +314,7 @@ func (s *server) handle(c *wsConn, peer string) {
 		}
 		s.tests.Add(1)
 		defer s.tests.Done()
-		s.reverseTrace(c, &req, peer)
+		s.reverseTrace(c, &req, who)
 	default:
 		c.Close(statusPolicyViolation, "unexpected first message "+strconv.Quote(kind))
 	}
@@ -261,15 +336,19 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 		return nil, statusPolicyViolation, fmt.Errorf("%s/sec of UDP exceeds this server's limit of %s/sec (--max-udp-rate)",
 			formatUnits(total/8, 'a'), formatUnits(s.cfg.maxUDPRate/8, 'a'))
 	}
+	addr, _ := peerIP(peer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.running >= s.cfg.maxClients || (s.cfg.oneOff && s.admitted > 0) {
 		return nil, statusTryAgainLater, fmt.Errorf("server is busy: %d tests running, its limit (--max-clients or --one-off); try again later", s.running)
 	}
+	if n := s.perAddr[addr]; n >= s.cfg.maxClientsPerIP {
+		return nil, statusTryAgainLater, fmt.Errorf("server is busy: %d tests from your address are running, its limit per client (--max-clients-per-ip); try again later", n)
+	}
 	if _, dup := s.sessions[req.Cookie]; dup {
 		return nil, statusPolicyViolation, errors.New("a test with this cookie is already running")
 	}
-	sess := &session{req: *req, peer: peer, joined: make(chan joinedStream, req.streamCount())}
+	sess := &session{req: *req, peer: peer, addr: addr, joined: make(chan joinedStream, req.streamCount())}
 	if req.Direction != dirDownload {
 		sess.pendingUp = req.Parallel
 	}
@@ -278,7 +357,9 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 	}
 	s.sessions[req.Cookie] = sess
 	s.running++
+	s.perAddr[addr]++
 	s.admitted++
+	s.conns.reserve(addr, sess.connections())
 	return sess, 0, nil
 }
 
@@ -294,6 +375,9 @@ func (s *server) listenUDP(tcp net.Addr) *udpListener {
 	return l
 }
 
+// connections is how many connections a test uses: control and streams.
+func (sess *session) connections() int { return 1 + sess.req.streamCount() }
+
 // release frees a test's slot; with -1 it also ends the server.
 func (s *server) release(sess *session) {
 	s.mu.Lock()
@@ -306,6 +390,11 @@ func (s *server) release(sess *session) {
 		delete(s.sessions, sess.req.Cookie)
 	}
 	s.running--
+	s.settleWhenIdle()
+	if s.perAddr[sess.addr]--; s.perAddr[sess.addr] == 0 {
+		delete(s.perAddr, sess.addr)
+	}
+	s.conns.reserve(sess.addr, -sess.connections())
 	// Streams that joined after the test gave up on them.
 	for len(sess.joined) > 0 {
 		(<-sess.joined).conn.Abort()
@@ -331,31 +420,39 @@ func (s *server) join(c *wsConn, hello streamHello) {
 	}
 }
 
-// control runs one test from the server's side.
+// control runs one test from the server's side. From the accept on, the
+// control connection is read throughout (controlWatch): a client that
+// leaves while its streams join frees its slot at once.
 func (s *server) control(c *wsConn, req *testRequest, peer string) {
 	sess, code, err := s.admit(req, peer)
 	if err != nil {
-		s.logRefusal(peer, err)
+		s.logRefusal(peer, code, err)
 		refuse(c, code, err.Error())
 		return
 	}
 	defer s.release(sess)
 	plan := s.planUDP(req)
 	defer plan.end()
+	c.SetLimits(maxControlMessage, 0)
 	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer}); err != nil {
 		c.Abort()
 		return
 	}
 	if req.udp() {
+		// Read before the watch starts: it is the only reader after.
 		if err := plan.awaitTransport(c); err != nil {
-			s.logRefusal(peer, err)
+			s.release(sess)
+			s.logRefusal(peer, statusPolicyViolation, err)
 			refuse(c, statusPolicyViolation, err.Error())
 			return
 		}
 	}
+	t := s.newTest(c, sess)
+	defer t.leave()
+	t.udp = plan
 	var streams []joinedStream
 	if plan.transport != "udp" {
-		streams, err = s.collect(sess)
+		streams, err = s.collect(sess, t.watch)
 	}
 	defer func() {
 		for _, st := range streams {
@@ -363,16 +460,39 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 		}
 	}()
 	if err != nil {
-		s.logRefusal(peer, err)
+		// The slot is free before the close handshake, which may wait
+		// for a client that is gone.
+		s.release(sess)
+		s.logRefusal(peer, statusPolicyViolation, err)
+		if errors.Is(err, errClientLeft) {
+			c.Abort() // nobody is there to tell
+			return
+		}
 		refuse(c, statusPolicyViolation, err.Error())
 		return
 	}
-	st := &serverTest{srv: s, ctrl: c, sess: sess, streams: streams, udp: plan, startedAt: time.Now()}
-	st.run()
+	t.streams, t.startedAt = streams, time.Now()
+	t.run()
 }
 
-// collect waits until every stream of the test has joined.
-func (s *server) collect(sess *session) ([]joinedStream, error) {
+// errClientLeft is a client that gave up on its test before it started.
+var errClientLeft = errors.New("the client left")
+
+// newTest builds the server's side of an accepted test and starts
+// following its control connection.
+func (s *server) newTest(c *wsConn, sess *session) *serverTest {
+	t := &serverTest{srv: s, ctrl: c, sess: sess}
+	t.hardStop = sess.req.hardStop(s.idle, seconds2dur(s.cfg.maxDuration)+s.idle)
+	t.engine = newTestRun(&sess.req, s.idle, t.hardStop)
+	t.gone, t.leave = context.WithCancel(context.Background())
+	t.watch = watchControl(c, streamJoinTimeout+t.hardStop+s.idle, "the client",
+		controlEvents{stop: t.engine.stop, sent: t.engine.peerSendersDone, fail: t.leave})
+	return t
+}
+
+// collect waits until every stream of the test has joined, or the client
+// gives up on it.
+func (s *server) collect(sess *session, watch *controlWatch) ([]joinedStream, error) {
 	want := sess.req.streamCount()
 	timer := time.NewTimer(streamJoinTimeout)
 	defer timer.Stop()
@@ -383,6 +503,13 @@ func (s *server) collect(sess *session) ([]joinedStream, error) {
 			got = append(got, js)
 		case <-timer.C:
 			return got, fmt.Errorf("only %d of %d streams connected within %v", len(got), want, streamJoinTimeout)
+		case err := <-watch.failed:
+			if errors.Is(err, errBadControl) {
+				return got, err
+			}
+			return got, fmt.Errorf("%w while its streams joined: %w", errClientLeft, err)
+		case <-watch.results:
+			return got, fmt.Errorf("%w: results before the start", errBadControl)
 		case <-s.ctx.Done():
 			return got, errors.New("server shutting down")
 		}
@@ -407,13 +534,18 @@ type serverTest struct {
 	startedAt time.Time
 	engine    *testRun
 	hardStop  time.Duration
-	unhook    func() bool // removes the shutdown hook measure installs
+	watch     *controlWatch
+	gone      context.Context // ends when the control connection fails
+	leave     func()          // ends gone
+	unhook    func() bool     // removes the shutdown hook measure installs
 	byeOnce   sync.Once
+	overLimit atomic.Bool // --max-duration stopped the test
 }
 
 func (t *serverTest) run() {
 	run, err := t.prepare()
 	if err != nil {
+		t.srv.release(t.sess)
 		refuse(t.ctrl, statusPolicyViolation, err.Error())
 		return
 	}
@@ -431,10 +563,8 @@ func (t *serverTest) run() {
 func (t *serverTest) prepare() (*testRun, error) {
 	s, req := t.srv, &t.sess.req
 	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay}
-	t.hardStop = req.hardStop(s.idle, seconds2dur(s.cfg.maxDuration)+s.idle)
-	run := newTestRun(req, s.idle, t.hardStop)
+	run := t.engine
 	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
-	t.engine = run
 	if run.udp && run.rate == 0 {
 		// An unpaced test's server sends no faster than its UDP cap.
 		run.rate = s.cfg.maxUDPRate / float64(req.streamCount())
@@ -461,7 +591,8 @@ func (t *serverTest) prepare() (*testRun, error) {
 
 // measure runs the test and waits for the client's results. On server
 // shutdown it tells the client and drops the streams, so no test keeps
-// the server waiting.
+// the server waiting; so it does when the client's control connection
+// fails or --max-duration is reached.
 func (t *serverTest) measure(run *testRun) (*resultsMsg, error) {
 	s := t.srv
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -470,17 +601,32 @@ func (t *serverTest) measure(run *testRun) (*resultsMsg, error) {
 		t.goodbye()
 		abortAll(run.streams)
 	})
-	watch := watchControl(t.ctrl, t.hardStop+s.idle, "the client", controlEvents{stop: run.stop, sent: run.peerSendersDone, fail: func() {
+	lost := context.AfterFunc(t.gone, func() {
 		cancel()
-		run.stop()
-	}})
-	if err := run.run(ctx); err != nil {
+		abortAll(run.streams)
+	})
+	defer lost()
+	if run.target > 0 {
+		// A sized test has no planned end; the limit ends it.
+		limit := time.AfterFunc(seconds2dur(s.cfg.maxDuration), func() {
+			t.overLimit.Store(true)
+			abortAll(run.streams)
+			run.stop()
+		})
+		defer limit.Stop()
+	}
+	err := run.run(ctx)
+	switch {
+	case t.overLimit.Load():
+		// Whatever the streams made of being cut off.
+		return nil, errMaxDuration
+	case err != nil:
 		return nil, err
 	}
 	select {
-	case theirs := <-watch.results:
+	case theirs := <-t.watch.results:
 		return theirs, nil
-	case err := <-watch.failed:
+	case err := <-t.watch.failed:
 		return nil, err
 	case <-time.After(s.idle):
 		return nil, errors.New("client sent no results")
@@ -515,6 +661,9 @@ func (t *serverTest) finish(run *testRun, theirs *resultsMsg, runErr error) {
 		t.goodbye()
 		t.ctrl.Abort()
 		return
+	case errors.Is(runErr, errBadControl), errors.Is(runErr, errMaxDuration):
+		refuse(t.ctrl, statusPolicyViolation, runErr.Error())
+		return
 	case runErr != nil:
 		refuse(t.ctrl, statusInternalError, "test failed: "+runErr.Error())
 		return
@@ -539,14 +688,50 @@ func (t *serverTest) finish(run *testRun, theirs *resultsMsg, runErr error) {
 	t.ctrl.Close(statusNormal, "done")
 }
 
-// logRefusal notes a refused test in the server's log.
-func (s *server) logRefusal(peer string, err error) {
+// errMaxDuration ends a test still running at --max-duration.
+var errMaxDuration = errors.New("max-duration reached")
+
+// logRefusal notes a refused test in the server's log; busy refusals
+// (code 1013) and the others are rationed apart.
+func (s *server) logRefusal(peer string, code statusCode, err error) {
+	lim := &s.refusedLog
+	if code == statusTryAgainLater {
+		lim = &s.busyLog
+	}
+	s.logRationed(lim, "refused", peer, err.Error())
+}
+
+// logTurnedAway notes a connection turned away by a cap.
+func (s *server) logTurnedAway(a netip.Addr, err error) {
+	s.logRationed(&s.connLog, "turned away", a.String(), err.Error())
+}
+
+// logAuthFailure notes a wrong or missing token, never the token itself.
+func (s *server) logAuthFailure(peer string, n int) {
+	s.logRationed(&s.authLog, "authentication failed", peer, fmt.Sprintf("wrong or missing token (%d from this address recently)", n))
+}
+
+// logRationed writes one log line of a kind the client controls, within
+// lim's ration; the line says how many like it were held back before it.
+func (s *server) logRationed(lim *logLimiter, event, peer, why string) {
+	ok, held := lim.allow(time.Now())
+	if !ok {
+		return
+	}
 	if s.cfg.json {
-		b, _ := json.Marshal(map[string]string{"event": "refused", "peer": peer, "error": err.Error()})
+		rec := map[string]any{"event": strings.ReplaceAll(event, " ", "_"), "peer": peer, "error": why}
+		if held > 0 {
+			rec["held_back"] = held
+		}
+		b, _ := json.Marshal(rec)
 		s.out.println(string(b))
 		return
 	}
-	s.out.printf("%s refused %s: %v", time.Now().UTC().Format(time.RFC3339), peer, err)
+	line := fmt.Sprintf("%s %s %s: %s", time.Now().UTC().Format(time.RFC3339), event, peer, why)
+	if held > 0 {
+		line += fmt.Sprintf(" (%d more like it held back)", held)
+	}
+	s.out.println(line)
 }
 
 // serveEcho returns every text and binary message unchanged, as one frame,
@@ -570,9 +755,18 @@ func serveEcho(c *wsConn, idle time.Duration) error {
 			c.Abort()
 			return err
 		}
-		buf = msg
+		// An idle connection keeps a small buffer only: its last message
+		// may have been 16 MiB.
+		buf = nil
+		if cap(msg) <= echoKeep {
+			buf = msg
+		}
 	}
 }
+
+// echoKeep is the largest buffer an echo connection keeps between
+// messages.
+const echoKeep = 64 << 10
 
 // upgradeEcho serves one /echo request until the client leaves or ctx
 // ends (server shutdown).

@@ -218,11 +218,15 @@ func (run *testRun) run(ctx context.Context) error {
 			defer wg.Done()
 			switch {
 			case s.dgram != nil && s.sending:
+				if s.conn != nil {
+					go s.conn.AnswerControl() // the peer may ping a stream it only reads
+				}
 				s.err = run.sendDatagrams(s)
 				senders.Done()
 			case s.dgram != nil:
 				s.err = run.receiveDatagrams(s)
 			case s.sending:
+				go s.conn.AnswerControl() // the peer may ping a stream it only reads
 				s.err = run.send(s)
 				senders.Done()
 			default:
@@ -335,6 +339,9 @@ func (run *testRun) send(s *stream) error {
 		t0 := time.Now()
 		s.conn.SetWriteDeadline(t0.Add(run.idle))
 		if err := batch.Flush(); err != nil {
+			// The stream ended with its last write that went through:
+			// the stall before this one failed moved nothing.
+			s.endAt.CompareAndSwap(0, int64(t0.Sub(run.start)))
 			return err
 		}
 		run.settle(s, n, duringOmit)

@@ -19,7 +19,7 @@ type sockOpts struct {
 // Go turns Nagle's algorithm off by default; wperf leaves it on for
 // streams unless -N asks otherwise, like iperf3.
 func (o sockOpts) applyPortable(nc net.Conn) error {
-	tc, ok := nc.(*net.TCPConn)
+	tc, ok := nc.(tcpSocket)
 	if !ok {
 		return nil
 	}
@@ -33,6 +33,16 @@ func (o sockOpts) applyPortable(nc net.Conn) error {
 		return tc.SetWriteBuffer(o.window)
 	}
 	return nil
+}
+
+// tcpSocket is a TCP connection: a *net.TCPConn, or a type that embeds
+// one (the server counts its connections that way, guard.go). Such a type
+// also keeps net.Buffers' single writev.
+type tcpSocket interface {
+	net.Conn
+	SetNoDelay(bool) error
+	SetReadBuffer(int) error
+	SetWriteBuffer(int) error
 }
 
 // tcpRaw is one TCP_INFO sample; times in microseconds.

@@ -185,6 +185,7 @@ type traceOptions struct {
 	Timeout  time.Duration // wait for each probe's answer
 	Queries  int           // probes per hop
 	Parallel int           // hops probed at once; 0: all of them
+	Gap      time.Duration // least time between two probes; 0: no pacing
 	Names    bool          // look up PTR names
 	Resolver *net.Resolver // for PTR names; nil: the pure-Go default
 	Geo      *geoCache     // ASN/country lookups; nil: none
@@ -336,7 +337,27 @@ func openTrace(dst netip.Addr, opt traceOptions) (*tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opt.Gap > 0 {
+		p = &pacedProber{prober: p, gap: opt.Gap}
+	}
 	return &tracer{opt: opt, p: p, replies: replies}, nil
+}
+
+// pacedProber spaces probes at least gap apart. Each probe's send time is
+// still taken as it leaves, so RTTs do not include the wait.
+type pacedProber struct {
+	prober
+	gap  time.Duration
+	next time.Time
+}
+
+func (p *pacedProber) send(idx, ttl int) (time.Time, error) {
+	if wait := time.Until(p.next); wait > 0 {
+		time.Sleep(wait)
+	}
+	sent, err := p.prober.send(idx, ttl)
+	p.next = time.Now().Add(p.gap)
+	return sent, err
 }
 
 // run probes and reports hops as traceRoute describes, then closes the

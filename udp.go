@@ -17,6 +17,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -144,9 +145,9 @@ var datagramPadding = sync.OnceValue(func() []byte {
 	return b
 })
 
-// fillPadding fills b with padding, starting at a random offset so
+// fillDatagramPadding fills b with padding, starting at a random offset so
 // concurrent senders' batches differ.
-func fillPadding(b []byte) {
+func fillDatagramPadding(b []byte) {
 	pad := datagramPadding()
 	off := rand.IntN(len(pad))
 	for n := 0; n < len(b); {
@@ -503,9 +504,9 @@ func (g *wsSendGate) admit(n int) int {
 	return min(n, max(g.limit-unsent, 0)/g.frame)
 }
 
-// messageWriter is the part of a WebSocket connection a datagram sender
+// datagramWriter is the part of a WebSocket connection a datagram sender
 // needs; *wsConn has it.
-type messageWriter interface {
+type datagramWriter interface {
 	WriteMessage(op opcode, p []byte) error
 }
 
@@ -516,7 +517,7 @@ type messageWriter interface {
 // the writer always writes whole messages. Nothing is allocated per
 // datagram: buffers and the channels' slots are made once.
 type wsDatagramQueue struct {
-	w     messageWriter
+	w     datagramWriter
 	slots [][]byte
 	free  chan int // indices of buffers the writer is done with
 	ready chan int // indices of buffers waiting to be written
@@ -526,7 +527,7 @@ type wsDatagramQueue struct {
 
 // newWSDatagramQueue queues up to depth datagrams of size bytes for w.
 // depth is wsDropLimit / frame size, at least 2.
-func newWSDatagramQueue(w messageWriter, size, depth int) *wsDatagramQueue {
+func newWSDatagramQueue(w datagramWriter, size, depth int) *wsDatagramQueue {
 	depth = max(depth, 2)
 	q := &wsDatagramQueue{
 		w:     w,
@@ -537,7 +538,7 @@ func newWSDatagramQueue(w messageWriter, size, depth int) *wsDatagramQueue {
 	}
 	for i := range q.slots {
 		q.slots[i] = make([]byte, size)
-		fillPadding(q.slots[i])
+		fillDatagramPadding(q.slots[i])
 		q.free <- i
 	}
 	go q.write()
@@ -549,7 +550,8 @@ var errQueueClosed = errors.New("datagram writer stopped")
 
 // offer queues one datagram, or reports false when the queue is full:
 // the datagram is then lost, as at a full router queue, and its sequence
-// number stays used so the receiver counts it.
+// number stays used so the receiver counts it. Only the sending
+// goroutine calls offer, and never after close.
 func (q *wsDatagramQueue) offer(seq uint64, sentNs int64) (bool, error) {
 	select {
 	case <-q.done:
@@ -586,4 +588,129 @@ func (q *wsDatagramQueue) close() error {
 	close(q.ready)
 	<-q.done
 	return q.err
+}
+
+// wsDatagramSender sends one stream's datagrams as binary WebSocket
+// messages, one datagram each, under the drop rule: through wsSendGate
+// where the kernel shows the socket's queue, through wsDatagramQueue
+// elsewhere, and with plain blocking writes when unpaced (rate 0), where
+// TCP's own back-pressure is the point. Dropped datagrams use up their
+// sequence numbers, so the receiver counts them lost.
+type wsDatagramSender struct {
+	w     datagramWriter
+	gate  *wsSendGate      // set where the kernel reports the queue
+	queue *wsDatagramQueue // set otherwise, for a paced test
+	batch *frameBatch      // one writev per send, when w is a *wsConn
+	buf   []byte
+	seq   uint64
+	epoch time.Time
+
+	packets atomic.Int64 // datagrams numbered: the sender's count for loss
+	dropped atomic.Int64 // of those, dropped at a full queue
+	bytes   atomic.Int64 // payload handed on to the connection
+}
+
+// wsQueueMaxBytes bounds the portable queue's memory per stream.
+const wsQueueMaxBytes = 4 << 20
+
+// newWSDatagramSender sends size-byte datagrams at rate over w, whose
+// TCP connection is nc; masked is true on the client side.
+func newWSDatagramSender(w datagramWriter, nc net.Conn, rate float64, size int, masked bool, epoch time.Time) *wsDatagramSender {
+	s := &wsDatagramSender{w: w, buf: make([]byte, size), epoch: epoch}
+	fillDatagramPadding(s.buf)
+	if c, ok := w.(*wsConn); ok {
+		s.batch = c.NewBatch(udpSendBatch, datagramHeaderLen)
+	}
+	if rate <= 0 {
+		return s
+	}
+	frame := wsFrameBytes(size, masked)
+	if gate, ok := newWSSendGate(nc, rate, frame); ok {
+		s.gate = gate
+		return s
+	}
+	depth := min(wsDropLimit(rate, frame), wsQueueMaxBytes) / frame
+	s.queue = newWSDatagramQueue(w, size, depth)
+	return s
+}
+
+// send sends or drops the next n datagrams and returns n, the count
+// numbered; it fails only when the connection does.
+func (s *wsDatagramSender) send(n int) (int, error) {
+	sentNs := int64(time.Since(s.epoch))
+	if s.queue != nil {
+		return s.sendQueued(n, sentNs)
+	}
+	room := n
+	if s.gate != nil {
+		room = s.gate.admit(n)
+	}
+	if s.batch != nil {
+		return n, s.sendBatch(room, n, sentNs)
+	}
+	for i := 0; i < room; i++ {
+		putDatagramHeader(s.buf, s.seq+1, sentNs)
+		if err := s.w.WriteMessage(opBinary, s.buf); err != nil {
+			return i, err
+		}
+		s.seq++
+		s.packets.Add(1)
+		s.bytes.Add(int64(len(s.buf)))
+	}
+	s.skip(n - room)
+	return n, nil
+}
+
+// sendBatch writes room datagrams in one writev and drops the rest of n.
+// Each frame's header goes in the batch's scratch; the padding is the
+// same bytes every time, so nothing is copied per datagram.
+func (s *wsDatagramSender) sendBatch(room, n int, sentNs int64) error {
+	var head [datagramHeaderLen]byte
+	for i := range min(room, udpSendBatch) {
+		putDatagramHeader(head[:], s.seq+uint64(i)+1, sentNs)
+		s.batch.Add(opBinary, head[:], s.buf[datagramHeaderLen:])
+	}
+	room = min(room, udpSendBatch)
+	if room > 0 {
+		if err := s.batch.Flush(); err != nil {
+			return err
+		}
+	}
+	s.seq += uint64(room)
+	s.packets.Add(int64(room))
+	s.bytes.Add(int64(room * len(s.buf)))
+	s.skip(n - room)
+	return nil
+}
+
+func (s *wsDatagramSender) sendQueued(n int, sentNs int64) (int, error) {
+	for i := 0; i < n; i++ {
+		ok, err := s.queue.offer(s.seq+1, sentNs)
+		if err != nil {
+			return i, err
+		}
+		if !ok {
+			s.skip(1)
+			continue
+		}
+		s.seq++
+		s.packets.Add(1)
+		s.bytes.Add(int64(len(s.buf)))
+	}
+	return n, nil
+}
+
+// skip numbers and drops k datagrams.
+func (s *wsDatagramSender) skip(k int) {
+	s.seq += uint64(k)
+	s.packets.Add(int64(k))
+	s.dropped.Add(int64(k))
+}
+
+// close waits for queued datagrams to be written.
+func (s *wsDatagramSender) close() error {
+	if s.queue != nil {
+		return s.queue.close()
+	}
+	return nil
 }

@@ -211,6 +211,9 @@ func (w *udpWriteBatch) writeRuns(buf []byte, size, count, perMsg int, dst *net.
 			sent += len(msg.Buffers[0]) / size
 		}
 		done += n
+		if errors.Is(err, syscall.ENOBUFS) {
+			return sent, nil // the device queue is full: the sender was too fast, nothing was lost
+		}
 		if err != nil {
 			return sent, err
 		}
@@ -250,11 +253,12 @@ type sendQueueProbe struct {
 }
 
 func newSendQueueProbe(nc net.Conn) (*sendQueueProbe, bool) {
-	tc, ok := nc.(*net.TCPConn)
+	// An interface, not *net.TCPConn: the server wraps its connections.
+	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return nil, false
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil, false
 	}

@@ -30,7 +30,11 @@ package main
 // secret or stream. It sends only to addresses that proved the secret,
 // only while their session is registered, and (the caller paces) only
 // at the session's rate for its time. Acks are no larger than hellos,
-// so the server cannot be used to amplify traffic.
+// so the server cannot be used to amplify traffic. The secret is as
+// private as the control connection: over wss:// only the client knows
+// it; over plain ws:// an on-path observer could bind a stream to an
+// address of its choosing (a check that the new address can receive,
+// before rebinding, would close that).
 
 import (
 	"context"
@@ -270,7 +274,8 @@ func (l *udpListener) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			continue // e.g. ICMP errors surfacing on the socket
+			time.Sleep(time.Millisecond) // a transient error; never spin on a lasting one
+			continue
 		}
 		l.dispatch(n, int64(time.Since(l.epoch)))
 	}
@@ -356,9 +361,9 @@ func (l *udpListener) counts() udpListenerCounts {
 	return udpListenerCounts{Unbound: l.unbound.Load(), BadHellos: l.badHellos.Load(), SentBytes: l.sentBytes.Load()}
 }
 
-// newSender makes the server's sender on a stream. It sends through the
-// shared socket to the stream's proven address, and fails once the
-// session is unregistered.
+// newSender makes the server's sender on a registered stream. It sends
+// through the shared socket to the stream's proven address, and fails
+// once the session is unregistered.
 func (p *udpPeer) newSender(size int, epoch time.Time) *udpSender {
 	s := newUDPSender(p.session.l.conn, size, epoch)
 	s.target = func() (*net.UDPAddr, error) {
@@ -400,17 +405,19 @@ func newUDPSender(conn *net.UDPConn, size int, epoch time.Time) *udpSender {
 		buf:   make([]byte, udpSendBatch*size),
 		epoch: epoch,
 	}
-	fillPadding(s.buf)
+	fillDatagramPadding(s.buf)
 	return s
 }
 
 // batch is the most datagrams one send takes.
 func (s *udpSender) batch() int { return udpSendBatch }
 
-// send sends the next n datagrams (n ≤ batch) and returns how many the
-// kernel took. Datagrams it did not take are not numbered, so they do
-// not show as loss: the sender was slow, the network did not lose them.
+// send sends the next n datagrams (at most batch; more are cut) and
+// returns how many the kernel took. Datagrams it did not take are not
+// numbered, so they do not show as loss: the sender was slow, the
+// network did not lose them.
 func (s *udpSender) send(n int) (int, error) {
+	n = min(n, udpSendBatch)
 	var dst *net.UDPAddr
 	if s.target != nil {
 		var err error
@@ -491,18 +498,18 @@ func (c *udpClientConn) handshake(ctx context.Context) error {
 	var hello, in [udpControlLen + 1]byte
 	putControl(hello[:], udpKindHello, c.id, c.secret)
 	for wait := udpHelloFirstWait; time.Now().Before(deadline); wait = wait * 3 / 2 {
-		if _, err := c.conn.Write(hello[:udpControlLen]); err != nil && !isRefused(err) {
+		if _, err := c.conn.Write(hello[:udpControlLen]); err != nil && !udpRefused(err) {
 			return err
 		}
-		c.conn.SetReadDeadline(minTime(time.Now().Add(wait), deadline))
+		c.conn.SetReadDeadline(earlierOf(time.Now().Add(wait), deadline))
 		if c.awaitAck(in[:]) {
 			return nil
 		}
-		if err := ctx.Err(); err != nil {
+		if err := ctx.Err(); errors.Is(err, context.Canceled) {
 			return err
 		}
 	}
-	return errUDPNoAck
+	return errUDPNoAck // also when ctx's deadline came first: the answer is the same
 }
 
 // awaitAck reads until this stream's ack or the read deadline; data and
@@ -556,7 +563,7 @@ func (c *udpClientConn) receive(ctx context.Context, counter *udpCounter, size i
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case isRefused(err):
+		case udpRefused(err):
 			continue // an ICMP error from before the server bound us
 		case err != nil:
 			return err
@@ -574,11 +581,11 @@ func (c *udpClientConn) receive(ctx context.Context, counter *udpCounter, size i
 
 func (c *udpClientConn) close() error { return c.conn.Close() }
 
-// isRefused tells an ICMP port-unreachable reported on a connected
+// udpRefused tells an ICMP port-unreachable reported on a connected
 // socket, which a later datagram may well get past.
-func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+func udpRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
-func minTime(a, b time.Time) time.Time {
+func earlierOf(a, b time.Time) time.Time {
 	if a.Before(b) {
 		return a
 	}

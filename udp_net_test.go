@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"testing"
 	"time"
@@ -30,9 +32,9 @@ func udpServerAddr(l *udpListener, host string) string {
 	return net.JoinHostPort(host, strconv.Itoa(l.port()))
 }
 
-// rawUDP is a plain socket that talks to the listener without the
+// udpRawSocket is a plain socket that talks to the listener without the
 // client's handshake, to send what a stranger would.
-func rawUDP(t *testing.T, server string) *net.UDPConn {
+func udpRawSocket(t *testing.T, server string) *net.UDPConn {
 	t.Helper()
 	c, err := net.Dial("udp", server)
 	if err != nil {
@@ -42,8 +44,8 @@ func rawUDP(t *testing.T, server string) *net.UDPConn {
 	return c.(*net.UDPConn)
 }
 
-// expectSilence fails if c receives anything within d.
-func expectSilence(t *testing.T, c *net.UDPConn, d time.Duration) {
+// udpExpectSilence fails if c receives anything within d.
+func udpExpectSilence(t *testing.T, c *net.UDPConn, d time.Duration) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(d))
 	buf := make([]byte, 100)
@@ -52,8 +54,8 @@ func expectSilence(t *testing.T, c *net.UDPConn, d time.Duration) {
 	}
 }
 
-// eventually polls cond for up to a second.
-func eventually(t testing.TB, what string, cond func() bool) {
+// udpEventually polls cond for up to a second.
+func udpEventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(time.Second); !cond(); {
 		if time.Now().After(deadline) {
@@ -82,15 +84,14 @@ func TestUDPHandshake(t *testing.T) {
 			if err := up.waitBound(ctx); err != nil || up.dst.Load() == nil {
 				t.Fatalf("hello did not bind: %v", err)
 			}
+			// The ack may reach the client before the server counts it.
+			udpEventually(t, "the ack counted", func() bool { return l.counts().SentBytes == udpControlLen })
 			acked := l.counts().SentBytes
-			if acked != udpControlLen {
-				t.Fatalf("server sent %d bytes for one hello, want %d", acked, udpControlLen)
-			}
 
 			// Strangers get nothing back, whatever they send.
 			wrong := secret
 			wrong[0] ^= 1
-			stranger := rawUDP(t, server)
+			stranger := udpRawSocket(t, server)
 			var b [udpControlLen]byte
 			bad := [][]byte{
 				putControl(b[:], udpKindHello, 1, wrong),                                    // wrong secret
@@ -102,9 +103,9 @@ func TestUDPHandshake(t *testing.T) {
 			for _, p := range bad {
 				stranger.Write(p)
 			}
-			stranger.Write(header(1, 0)) // data from an unbound source
-			expectSilence(t, stranger, 200*time.Millisecond)
-			eventually(t, "drops counted", func() bool {
+			stranger.Write(dgHeader(1, 0)) // data from an unbound source
+			udpExpectSilence(t, stranger, 200*time.Millisecond)
+			udpEventually(t, "drops counted", func() bool {
 				n := l.counts()
 				return n.BadHellos == int64(len(bad)) && n.Unbound == 1
 			})
@@ -160,10 +161,19 @@ func TestUDPRegister(t *testing.T) {
 // session, then unregisters it: the server stops sending, and the
 // client's datagrams become unbound drops.
 func TestUDPUploadDownload(t *testing.T) {
-	for _, host := range udpLoopbacks {
-		t.Run(host, func(t *testing.T) {
-			l := udpTestListener(t, host)
-			server := udpServerAddr(l, host)
+	paths := []struct{ listen, connect string }{
+		{"127.0.0.1", "127.0.0.1"},
+		{"::1", "::1"},
+		{"", "127.0.0.1"}, // a dual-stack socket sees IPv4 peers as ::ffff:a.b.c.d
+		{"", "::1"},
+	}
+	for i := range 2 * len(paths) {
+		path, gso := paths[i/2], i%2 == 1
+		t.Run(fmt.Sprintf("%s→%s/gso=%v", path.listen, path.connect, gso), func(t *testing.T) {
+			defer func(old bool) { udpUseGSO = old }(udpUseGSO)
+			udpUseGSO = gso
+			l := udpTestListener(t, path.listen)
+			server := udpServerAddr(l, path.connect)
 			secret := newUDPSecret()
 			up, down := newUDPPeer(1, &udpCounter{}), newUDPPeer(2, nil)
 			sess, err := l.register(secret, up, down)
@@ -185,20 +195,27 @@ func TestUDPUploadDownload(t *testing.T) {
 
 			const n, size = 1000, 100
 			s := cUp.newSender(size, epoch)
-			sendN(t, s, n)
-			eventually(t, "upload counted", func() bool { return up.recv.totals().Packets == n })
-			if got := up.recv.totals(); got.Bytes != n*size || got.Lost != 0 || got.Highest != n {
-				t.Fatalf("upload: %+v", got)
+			udpSendN(t, s, n)
+			udpEventually(t, "upload counted", func() bool { return up.recv.totals().Packets == n })
+			// With GSO the kernel cut the batches: every datagram must
+			// still arrive whole, once, in order.
+			want := udpStats{Packets: n, Bytes: n * size, Highest: n}
+			got := up.recv.totals()
+			if got.JitterMs = 0; got != want {
+				t.Fatalf("upload: %+v, want %+v", got, want)
 			}
 
-			var got udpCounter
+			var downCount udpCounter
 			rctx, stop := context.WithCancel(ctx)
 			recvDone := make(chan error, 1)
-			go func() { recvDone <- cDown.receive(rctx, &got, size, epoch) }()
+			go func() { recvDone <- cDown.receive(rctx, &downCount, size, epoch) }()
 			sentBefore := l.counts().SentBytes
 			ds := down.newSender(size, epoch)
-			sendN(t, ds, n)
-			eventually(t, "download counted", func() bool { return got.totals().Packets == n })
+			udpSendN(t, ds, n)
+			udpEventually(t, "download counted", func() bool { return downCount.totals().Packets == n })
+			if tot := downCount.totals(); tot.Bytes != n*size || tot.OutOfOrder+tot.Duplicates+tot.Lost != 0 {
+				t.Fatalf("download: %+v", tot)
+			}
 			if sent := l.counts().SentBytes - sentBefore; sent != n*size {
 				t.Fatalf("listener counted %d bytes sent, want %d", sent, n*size)
 			}
@@ -208,8 +225,8 @@ func TestUDPUploadDownload(t *testing.T) {
 				t.Fatalf("send after unregister: %v", err)
 			}
 			drops := l.counts().Unbound
-			sendN(t, s, 10)
-			eventually(t, "late datagrams dropped", func() bool { return l.counts().Unbound == drops+10 })
+			udpSendN(t, s, 10)
+			udpEventually(t, "late datagrams dropped", func() bool { return l.counts().Unbound == drops+10 })
 			stop()
 			if err := <-recvDone; err != nil {
 				t.Fatal(err)
@@ -218,7 +235,7 @@ func TestUDPUploadDownload(t *testing.T) {
 	}
 }
 
-func sendN(t testing.TB, s *udpSender, n int) {
+func udpSendN(t testing.TB, s *udpSender, n int) {
 	t.Helper()
 	for left := n; left > 0; {
 		m, err := s.send(min(left, s.batch()))
@@ -257,7 +274,7 @@ func TestUDPKeepaliveRebinds(t *testing.T) {
 	kctx, cancel := context.WithTimeout(ctx, 230*time.Millisecond)
 	defer cancel()
 	first.keepalive(kctx, 50*time.Millisecond)
-	eventually(t, "keepalives acked", func() bool { return l.counts().SentBytes-before >= 4*udpControlLen })
+	udpEventually(t, "keepalives acked", func() bool { return l.counts().SentBytes-before >= 4*udpControlLen })
 	if got, want := down.dst.Load().AddrPort(), first.conn.LocalAddr().(*net.UDPAddr).AddrPort(); got != want {
 		t.Fatalf("keepalive did not rebind: %v, want %v", got, want)
 	}
@@ -278,13 +295,19 @@ func TestUDPPacingLoopback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3 s of traffic")
 	}
-	res := pacedRun(t, 100e6, defaultDatagram, 3*time.Second)
-	t.Logf("%s", res)
+	// When other work starves this process past the catch-up bound, the
+	// skipped slots are the pacer working as designed, and say nothing
+	// of its accuracy: measure again.
+	var res udpPacedResult
+	for try := 0; try < 3; try++ {
+		res = udpPacedRun(t, 100e6, defaultDatagram, 3*time.Second)
+		t.Logf("%s", res)
+		if !res.stalled() {
+			break
+		}
+	}
 	if res.stalled() {
-		// Other work starved this process past the catch-up bound; the
-		// skipped slots are the pacer working as designed. Measure again.
-		res = pacedRun(t, 100e6, defaultDatagram, 3*time.Second)
-		t.Logf("again: %s", res)
+		t.Skipf("the machine starved the sender in every try (%d slots skipped)", res.skipped)
 	}
 	if res.errPercent() > 1 || res.errPercent() < -1 {
 		t.Errorf("achieved %.0f bit/s, %.2f%% off 100 Mbit/s", res.sentRate, res.errPercent())
@@ -297,29 +320,29 @@ func TestUDPPacingLoopback(t *testing.T) {
 	}
 }
 
-type pacedResult struct {
+type udpPacedResult struct {
 	rate, sentRate float64
 	sent           int64
 	skipped        int64
 	recv           udpStats
 }
 
-func (r pacedResult) errPercent() float64 { return 100 * (r.sentRate - r.rate) / r.rate }
+func (r udpPacedResult) errPercent() float64 { return 100 * (r.sentRate - r.rate) / r.rate }
 
 // stalled says the sender lost over half a percent of its slots to
 // stalls longer than pacerMaxBacklog.
-func (r pacedResult) stalled() bool { return r.skipped*200 > r.sent }
+func (r udpPacedResult) stalled() bool { return r.skipped*200 > r.sent }
 
-func (r pacedResult) String() string {
+func (r udpPacedResult) String() string {
 	return fmt.Sprintf("target %.0f bit/s: sent %d datagrams at %.0f bit/s (%+.3f%%), skipped %d; received %d, lost %d, jitter %.4f ms",
 		r.rate, r.sent, r.sentRate, r.errPercent(), r.skipped, r.recv.Packets, r.recv.Lost, r.recv.JitterMs)
 }
 
-// pacedRun sends at rate for d from a client stream to a listener on
+// udpPacedRun sends at rate for d from a client stream to a listener on
 // 127.0.0.1 and measures the rate the sender achieved over [start, end).
 // The schedule's slots are instants; d spans whole slots, so the count
 // due within it is exact.
-func pacedRun(t testing.TB, rate float64, size int, d time.Duration) pacedResult {
+func udpPacedRun(t testing.TB, rate float64, size int, d time.Duration) udpPacedResult {
 	l := udpTestListener(t, "127.0.0.1")
 	secret := newUDPSecret()
 	up := newUDPPeer(1, &udpCounter{})
@@ -341,9 +364,9 @@ func pacedRun(t testing.TB, rate float64, size int, d time.Duration) pacedResult
 		t.Fatal(err)
 	}
 	sent := s.packets.Load()
-	eventually(t, "receiver", func() bool { return up.recv.totals().Packets >= sent })
+	udpEventually(t, "receiver", func() bool { return up.recv.totals().Packets >= sent })
 	time.Sleep(20 * time.Millisecond) // stragglers, duplicates
-	return pacedResult{
+	return udpPacedResult{
 		rate:     rate,
 		sentRate: float64(sent) * float64(size) * 8 / d.Seconds(),
 		sent:     sent,
@@ -362,7 +385,7 @@ func BenchmarkUDPPacing(b *testing.B) {
 	}{{"64k", 64e3, 20 * time.Second}, {"1M", 1e6, 5 * time.Second}, {"100M", 100e6, 3 * time.Second}, {"1G", 1e9, 3 * time.Second}} {
 		b.Run(rc.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				res := pacedRun(b, rc.rate, defaultDatagram, rc.d)
+				res := udpPacedRun(b, rc.rate, defaultDatagram, rc.d)
 				b.Logf("%s", res)
 				b.ReportMetric(res.errPercent(), "%off")
 				b.ReportMetric(float64(res.recv.Lost), "lost")
@@ -394,13 +417,15 @@ func BenchmarkUDPLoopback(b *testing.B) {
 			}
 			defer c.close()
 			s := c.newSender(size, time.Now())
-			sendN(b, s, s.batch()) // warm up: the first sends set GSO up
+			udpSendN(b, s, s.batch()) // warm up: the first sends set GSO up
 			up.recv.publish()
 			base := up.recv.totals().Packets
 			b.ReportAllocs()
 			b.ResetTimer()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
 			start := time.Now()
-			sendN(b, s, b.N)
+			udpSendN(b, s, b.N)
 			sendTime := time.Since(start)
 			// The receiver may still be draining its socket buffer.
 			for last, idle := int64(-1), 0; idle < 3; {
@@ -413,12 +438,77 @@ func BenchmarkUDPLoopback(b *testing.B) {
 			}
 			recvTime := time.Since(start)
 			b.StopTimer()
+			runtime.ReadMemStats(&after)
+			// Both ends' allocations, exactly: allocs/op rounds to an integer.
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N), "allocs/datagram")
 			got := up.recv.totals().Packets - base
 			b.ReportMetric(float64(b.N)/sendTime.Seconds(), "sent/s")
 			b.ReportMetric(float64(got)/recvTime.Seconds(), "recv/s")
 			b.ReportMetric(100*float64(int64(b.N)-got)/float64(b.N), "%lost")
 		})
 	}
+}
+
+// TestUDPHotPathsAllocateNothing sends and receives batches through the
+// listener's reader and the client's receive loop, counting every
+// allocation in the process meanwhile.
+func TestUDPHotPathsAllocateNothing(t *testing.T) {
+	l := udpTestListener(t, "127.0.0.1")
+	secret := newUDPSecret()
+	up, down := newUDPPeer(1, &udpCounter{}), newUDPPeer(2, nil)
+	if _, err := l.register(secret, up, down); err != nil {
+		t.Fatal(err)
+	}
+	server := udpServerAddr(l, "127.0.0.1")
+	cUp, err := dialUDPStream(context.Background(), server, secret, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cUp.close()
+	cDown, err := dialUDPStream(context.Background(), server, secret, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cDown.close()
+	epoch := time.Now()
+	var got udpCounter
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go cDown.receive(ctx, &got, 1400, epoch)
+	upSender, downSender := cUp.newSender(1400, epoch), down.newSender(1400, epoch)
+	p := newPacer(0, 1400, epoch)
+	upSender.send(64) // first use builds the GSO control message
+	downSender.send(64)
+	udpEventually(t, "warm-up", func() bool { return got.totals().Packets == 64 && up.recv.totals().Packets == 64 })
+	allocs := testing.AllocsPerRun(50, func() {
+		n := p.take(time.Now(), 64)
+		upSender.send(n)
+		downSender.send(n)
+		time.Sleep(time.Millisecond) // let both readers run
+	})
+	switch {
+	case allocs != 0 && udpRaceBuild():
+		// The race detector makes sync.Pool drop some of what is put
+		// back, so x/net's pooled sendmmsg scratch is sometimes rebuilt.
+		t.Logf("%v allocations per batch under -race (sync.Pool drops)", allocs)
+	case allocs != 0:
+		t.Fatalf("%v allocations per batch of 64 datagrams each way", allocs)
+	}
+	if up.recv.totals().Packets < 64*10 || got.totals().Packets < 64*10 {
+		t.Fatalf("readers idle: up %+v, down %+v", up.recv.totals(), got.totals())
+	}
+}
+
+// udpRaceBuild says whether the test binary runs under the race detector.
+func udpRaceBuild() bool {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-race" {
+				return s.Value == "true"
+			}
+		}
+	}
+	return false
 }
 
 func BenchmarkUDPCounterObserve(b *testing.B) {
@@ -469,7 +559,7 @@ func BenchmarkPacerTake(b *testing.B) {
 }
 
 func BenchmarkWSSendGate(b *testing.B) {
-	a, _ := tcpPair(b)
+	a, _ := udpTCPPair(b)
 	gate, ok := newWSSendGate(a, 100e6, 1408)
 	if !ok {
 		b.Skip("no send queue probe on this system")
@@ -479,3 +569,27 @@ func BenchmarkWSSendGate(b *testing.B) {
 		gate.admit(64)
 	}
 }
+
+// BenchmarkWSDatagramSender: per datagram, through the kernel gate and
+// through the portable queue (its writer discards).
+func BenchmarkWSDatagramSender(b *testing.B) {
+	a, _ := udpTCPPair(b)
+	for _, portable := range []bool{false, true} {
+		b.Run("portable="+strconv.FormatBool(portable), func(b *testing.B) {
+			var nc net.Conn = a
+			if portable {
+				nc = nil
+			}
+			s := newWSDatagramSender(udpDiscardWriter{}, nc, 1e9, 1400, true, time.Now())
+			defer s.close()
+			b.ReportAllocs()
+			for i := 0; i < b.N; i += 64 {
+				s.send(64)
+			}
+		})
+	}
+}
+
+type udpDiscardWriter struct{}
+
+func (udpDiscardWriter) WriteMessage(opcode, []byte) error { return nil }

@@ -8,8 +8,10 @@ package main
 // datagrams over WebSocket use wsDatagramQueue.
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 )
 
 var udpUseGSO = false
@@ -64,6 +66,9 @@ func (w *udpWriteBatch) write(buf []byte, size, count int, dst *net.UDPAddr) (in
 			_, err = w.conn.Write(p)
 		} else {
 			_, err = w.conn.WriteToUDPAddrPort(p, to)
+		}
+		if errors.Is(err, syscall.ENOBUFS) {
+			return i, nil // BSDs say so when the interface queue is full: a short write
 		}
 		if err != nil {
 			return i, err

@@ -18,11 +18,11 @@ import (
 
 // datagramStream is what a UDP test's stream has beyond its byte count.
 type datagramStream struct {
-	client  *udpClientConn // the client's end over real UDP
-	peer    *udpPeer       // the server's end over real UDP
-	counter *udpCounter    // the receiver's accounting; nil on a sender
-	packets atomic.Int64   // datagrams sent
-	dropped atomic.Int64   // datagrams a WebSocket sender dropped
+	client  *udpClientConn                   // the client's end over real UDP
+	peer    *udpPeer                         // the server's end over real UDP
+	counter *udpCounter                      // the receiver's accounting; nil on a sender
+	packets atomic.Int64                     // datagrams sent over real UDP
+	ws      atomic.Pointer[wsDatagramSender] // the sender over WebSocket
 
 	local, remote net.Addr      // the server's end over real UDP
 	aborted       chan struct{} // closed by abort
@@ -141,8 +141,7 @@ func (run *testRun) datagramTransport(s *stream) (send datagramSend, batch int, 
 	case d.peer != nil:
 		sender = d.peer.newSender(run.length, run.start)
 	default:
-		w := newWSDatagramWriter(run, s)
-		return w.send, udpSendBatch, w.finish
+		return run.wsDatagrams(s)
 	}
 	send = func(n int) (int, int, error) {
 		m, err := sender.send(n)
@@ -152,86 +151,21 @@ func (run *testRun) datagramTransport(s *stream) (send datagramSend, batch int, 
 	return send, sender.batch(), func() error { return nil }
 }
 
-// wsDatagramWriter sends datagrams as binary messages, one frame each,
-// batched into one writev per wake-up. Datagrams the connection has no
-// room for are dropped as a full router queue would drop them; they keep
-// their sequence numbers, so the receiver counts them lost.
-type wsDatagramWriter struct {
-	run   *testRun
-	s     *stream
-	batch *frameBatch
-	gate  *wsSendGate      // Linux: the socket's unsent bytes decide
-	queue *wsDatagramQueue // elsewhere: a bounded hand-off decides
-	pool  *poolReader
-	seq   uint64
-	head  [datagramHeaderLen]byte
-}
-
-func newWSDatagramWriter(run *testRun, s *stream) *wsDatagramWriter {
-	w := &wsDatagramWriter{run: run, s: s, pool: newPoolReader(run.length)}
-	frame := wsFrameBytes(run.length, s.conn.isClient)
-	if gate, ok := newWSSendGate(s.conn.NetConn(), run.rate, frame); ok {
-		w.gate = gate
-		w.batch = s.conn.NewBatch(udpSendBatch, datagramHeaderLen)
-	} else {
-		depth := max(2, wsDropLimit(run.rate, frame)/frame)
-		w.queue = newWSDatagramQueue(s.conn, run.length, min(depth, 1024))
+// wsDatagrams sends a stream's datagrams as binary messages, one frame
+// each, with the drop rule of wsDatagramSender. finish closes the stream
+// as a TCP sender does, so the receiver counts every datagram before the
+// close.
+func (run *testRun) wsDatagrams(s *stream) (datagramSend, int, func() error) {
+	w := newWSDatagramSender(s.conn, s.conn.NetConn(), run.rate, run.length, s.conn.isClient, run.start)
+	s.dgram.ws.Store(w)
+	send := func(n int) (int, int, error) {
+		s.conn.SetWriteDeadline(time.Now().Add(run.idle))
+		before := w.packets.Load() - w.dropped.Load()
+		used, err := w.send(n)
+		return int(w.packets.Load() - w.dropped.Load() - before), used, err
 	}
-	return w
-}
-
-// send writes the first of n due datagrams that fit and drops the rest.
-func (w *wsDatagramWriter) send(n int) (int, int, error) {
-	if w.queue != nil {
-		return w.sendQueued(n)
-	}
-	fit := w.gate.admit(n)
-	now := int64(time.Since(w.run.start))
-	for range fit {
-		w.seq++
-		putDatagramHeader(w.head[:], w.seq, now)
-		w.batch.Add(opBinary, w.head[:], w.pool.next(w.run.length-datagramHeaderLen))
-	}
-	w.seq += uint64(n - fit)
-	w.s.dgram.dropped.Add(int64(n - fit))
-	if fit > 0 {
-		w.s.conn.SetWriteDeadline(time.Now().Add(w.run.idle))
-		if err := w.batch.Flush(); err != nil {
-			return 0, 0, err
-		}
-		w.s.dgram.packets.Add(int64(fit))
-	}
-	return fit, n, nil
-}
-
-func (w *wsDatagramWriter) sendQueued(n int) (int, int, error) {
-	now := int64(time.Since(w.run.start))
-	sent := 0
-	for range n {
-		w.seq++
-		ok, err := w.queue.offer(w.seq, now)
-		if err != nil {
-			return sent, n, err
-		}
-		if ok {
-			sent++
-			w.s.dgram.packets.Add(1)
-		} else {
-			w.s.dgram.dropped.Add(1)
-		}
-	}
-	return sent, n, nil
-}
-
-// finish closes the stream as a TCP sender does, so the receiver counts
-// every datagram before the close.
-func (w *wsDatagramWriter) finish() error {
-	if w.queue != nil {
-		if err := w.queue.close(); err != nil {
-			return err
-		}
-	}
-	return w.s.conn.Close(statusNormal, "done")
+	finish := func() error { return errors.Join(w.close(), s.conn.Close(statusNormal, "done")) }
+	return send, udpSendBatch, finish
 }
 
 // receiveDatagrams is a UDP receiving stream's loop.
@@ -352,8 +286,12 @@ func discardFrame(c *wsConn) error {
 // udpCumulative is the stream's counts since the run started.
 func (s *stream) udpCumulative() udpCounts {
 	d := s.dgram
-	if s.sending {
-		return udpCounts{Packets: d.packets.Load(), Dropped: d.dropped.Load()}
+	switch ws := d.ws.Load(); {
+	case s.sending && ws != nil:
+		dropped := ws.dropped.Load()
+		return udpCounts{Packets: ws.packets.Load() - dropped, Dropped: dropped}
+	case s.sending:
+		return udpCounts{Packets: d.packets.Load()}
 	}
 	t := d.counter.totals()
 	return udpCounts{Packets: t.Packets, Lost: t.Lost, OutOfOrder: t.OutOfOrder, Duplicates: t.Duplicates, JitterMs: t.JitterMs}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -65,14 +66,14 @@ func TestDatagramHeader(t *testing.T) {
 		sentNs int64
 		ok     bool
 	}{
-		{"first", header(1, 0), 1, 0, true},
-		{"big", header(1<<56-1, 1<<62), 1<<56 - 1, 1 << 62, true},
-		{"negative time", header(7, -5), 7, -5, true},
-		{"with padding", append(header(9, 3), make([]byte, 1384)...), 9, 3, true},
-		{"seq zero", header(0, 1), 0, 0, false},
-		{"control byte", header(1<<56, 1), 0, 0, false},
+		{"first", dgHeader(1, 0), 1, 0, true},
+		{"big", dgHeader(1<<56-1, 1<<62), 1<<56 - 1, 1 << 62, true},
+		{"negative time", dgHeader(7, -5), 7, -5, true},
+		{"with padding", append(dgHeader(9, 3), make([]byte, 1384)...), 9, 3, true},
+		{"seq zero", dgHeader(0, 1), 0, 0, false},
+		{"control byte", dgHeader(1<<56, 1), 0, 0, false},
 		{"hello", putControl(make([]byte, udpControlLen), udpKindHello, 1, udpSecret{}), 0, 0, false},
-		{"short", header(5, 5)[:15], 0, 0, false},
+		{"short", dgHeader(5, 5)[:15], 0, 0, false},
 		{"empty", nil, 0, 0, false},
 	}
 	for _, tt := range tests {
@@ -83,15 +84,15 @@ func TestDatagramHeader(t *testing.T) {
 	}
 }
 
-func header(seq uint64, sentNs int64) []byte {
+func dgHeader(seq uint64, sentNs int64) []byte {
 	b := make([]byte, datagramHeaderLen)
 	putDatagramHeader(b, seq, sentNs)
 	return b
 }
 
 func FuzzReadDatagramHeader(f *testing.F) {
-	f.Add(header(1, 2))
-	f.Add(header(0, 0))
+	f.Add(dgHeader(1, 2))
+	f.Add(dgHeader(0, 0))
 	f.Add(putControl(make([]byte, udpControlLen), udpKindAck, 3, udpSecret{1}))
 	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -102,7 +103,7 @@ func FuzzReadDatagramHeader(f *testing.F) {
 		if seq == 0 || len(b) < datagramHeaderLen || b[0] != 0 {
 			t.Fatalf("accepted %x as seq %d", b, seq)
 		}
-		again := header(seq, sentNs)
+		again := dgHeader(seq, sentNs)
 		if string(again) != string(b[:datagramHeaderLen]) {
 			t.Fatalf("round trip of %x gave %x", b[:datagramHeaderLen], again)
 		}
@@ -133,18 +134,18 @@ func TestUDPCounter(t *testing.T) {
 		// with nothing lost (a duplicate beyond memory) leaves it at 0.
 		{"late beyond window", []uint64{1, 2, 5000, 2}, udpStats{Packets: 4, Lost: 4996, OutOfOrder: 1, Highest: 5000}},
 		{"late fills gap beyond window", []uint64{1, 5000, 3}, udpStats{Packets: 3, Lost: 4997, OutOfOrder: 1, Highest: 5000}},
-		{"window wraps", seqRange(1, 3*seenWindowBits+5), udpStats{Packets: 3*seenWindowBits + 5, Highest: 3*seenWindowBits + 5}},
-		{"duplicate after wrap", append(seqRange(1, seenWindowBits+10), seenWindowBits+9, 12), udpStats{
+		{"window wraps", udpSeqRange(1, 3*seenWindowBits+5), udpStats{Packets: 3*seenWindowBits + 5, Highest: 3*seenWindowBits + 5}},
+		{"duplicate after wrap", append(udpSeqRange(1, seenWindowBits+10), seenWindowBits+9, 12), udpStats{
 			Packets: seenWindowBits + 10, Duplicates: 2, Highest: seenWindowBits + 10}},
 		// 12 is now 4096 behind the highest: older than the window, so
 		// taken as late (out of order), as iperf3 would.
-		{"old duplicate is late", append(seqRange(1, seenWindowBits+12), 12), udpStats{
+		{"old duplicate is late", append(udpSeqRange(1, seenWindowBits+12), 12), udpStats{
 			Packets: seenWindowBits + 13, OutOfOrder: 1, Highest: seenWindowBits + 12}},
 		// 4098 shares a bit with 2; the jump past the window cleared it.
 		{"jump clears window", []uint64{1, 2, seenWindowBits + 102, seenWindowBits + 2}, udpStats{
 			Packets: 4, Lost: seenWindowBits + 98, OutOfOrder: 1, Highest: seenWindowBits + 102}},
 		// A gap inside the window clears the skipped numbers' bits one by one.
-		{"gap clears aliases", append(seqRange(1, 10), seenWindowBits+9, seenWindowBits+4), udpStats{
+		{"gap clears aliases", append(udpSeqRange(1, 10), seenWindowBits+9, seenWindowBits+4), udpStats{
 			Packets: 12, Lost: seenWindowBits - 3, OutOfOrder: 1, Highest: seenWindowBits + 9}},
 	}
 	for _, tt := range tests {
@@ -162,7 +163,7 @@ func TestUDPCounter(t *testing.T) {
 	}
 }
 
-func seqRange(from, to uint64) []uint64 {
+func udpSeqRange(from, to uint64) []uint64 {
 	var s []uint64
 	for i := from; i <= to; i++ {
 		s = append(s, i)
@@ -423,52 +424,115 @@ func TestWSDropLimit(t *testing.T) {
 }
 
 // TestUDPSendQueueRoomDrops: on loopback, a receiver that does not read
-// makes the WebSocket datagram sender drop instead of block.
+// makes the WebSocket datagram sender drop instead of block; once the
+// receiver drains the socket, what it counts lost is what was dropped.
 func TestUDPSendQueueRoomDrops(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := udpTCPPair(t)
 	a.(*net.TCPConn).SetWriteBuffer(1 << 20)
 	b.(*net.TCPConn).SetReadBuffer(32 << 10)
 	if _, ok := sendQueueRoom(a); !ok {
 		t.Skip("this system does not report a TCP send queue; wsDatagramQueue covers it")
 	}
 	const rate, size = 40e6, 1400
-	frame := wsFrameBytes(size, true)
-	gate, _ := newWSSendGate(a, rate, frame)
-	w := &rawFrameWriter{nc: a}
+	s := newWSDatagramSender(&udpRawFrameWriter{nc: a}, a, rate, size, true, time.Now())
+	if s.gate == nil {
+		t.Fatal("no kernel gate on a TCP socket")
+	}
 	a.SetWriteDeadline(time.Now().Add(5 * time.Second)) // a blocked write fails the test
-	var sent, dropped int
 	p := newPacer(rate, size, time.Now())
-	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
-	defer cancel()
-	buf := make([]byte, size)
-	seq := uint64(0)
-	err := sendPaced(ctx, p, 64, func(n int) (int, error) {
-		ok := gate.admit(n)
-		for i := 0; i < ok; i++ {
-			seq++
-			putDatagramHeader(buf, seq, 0)
-			if err := w.WriteMessage(opBinary, buf); err != nil {
-				return i, err
-			}
-		}
-		seq += uint64(n - ok)
-		sent, dropped = sent+ok, dropped+n-ok
-		return n, nil
-	})
-	if err != nil {
-		t.Fatalf("sender blocked or failed after %d sent, %d dropped: %v", sent, dropped, err)
+	p.stopAt(time.Now().Add(600 * time.Millisecond))
+	if err := sendPaced(context.Background(), p, 64, s.send); err != nil {
+		t.Fatalf("sender blocked or failed after %d datagrams, %d dropped: %v", s.packets.Load(), s.dropped.Load(), err)
 	}
 	unsent, _ := sendQueueRoom(a)
-	t.Logf("sent %d, dropped %d, unsent %d bytes (limit %d)", sent, dropped, unsent, gate.limit)
-	if dropped == 0 || sent == 0 || unsent > gate.limit+frame {
+	sent, dropped := s.packets.Load()-s.dropped.Load(), s.dropped.Load()
+	t.Logf("sent %d, dropped %d, unsent %d bytes (limit %d)", sent, dropped, unsent, s.gate.limit)
+	if dropped == 0 || sent == 0 || unsent > s.gate.limit+s.gate.frame {
 		t.Fatalf("sent %d, dropped %d, unsent %d: want drops and a bounded queue", sent, dropped, unsent)
+	}
+	var c udpCounter
+	udpReadFrames(t, b, sent, &c)
+	if got := finalStats(c.totals(), s.packets.Load()); got.Packets != sent || got.Lost != dropped || got.Duplicates+got.OutOfOrder != 0 {
+		t.Fatalf("receiver counted %+v; sender sent %d, dropped %d", got, sent, dropped)
+	}
+}
+
+// udpReadFrames reads n of udpRawFrameWriter's frames from nc into c.
+func udpReadFrames(t *testing.T, nc net.Conn, n int64, c *udpCounter) {
+	t.Helper()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var hdr [8]byte
+	buf := make([]byte, 64<<10)
+	for i := int64(0); i < n; i++ {
+		if _, err := io.ReadFull(nc, hdr[:]); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		p := buf[:int(hdr[2])<<8|int(hdr[3])]
+		if _, err := io.ReadFull(nc, p); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		seq, sentNs, ok := readDatagramHeader(p)
+		if !ok {
+			t.Fatalf("frame %d: no datagram header", i)
+		}
+		c.observe(seq, sentNs, sentNs, len(p))
+	}
+	c.publish()
+}
+
+// TestUDPDatagramSenderPortable: without a kernel view of the socket
+// (net.Pipe here), the bounded queue drops while the peer does not read.
+func TestUDPDatagramSenderPortable(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	const rate, size = 40e6, 1400
+	s := newWSDatagramSender(&udpRawFrameWriter{nc: a}, a, rate, size, true, time.Now())
+	if s.queue == nil || s.gate != nil {
+		t.Fatal("a pipe should get the portable queue")
+	}
+	p := newPacer(rate, size, time.Now())
+	p.stopAt(time.Now().Add(200 * time.Millisecond))
+	if err := sendPaced(context.Background(), p, 64, s.send); err != nil {
+		t.Fatal(err)
+	}
+	queued := s.packets.Load() - s.dropped.Load()
+	if s.dropped.Load() == 0 || queued != int64(len(s.queue.slots))+1 && queued != int64(len(s.queue.slots)) {
+		t.Fatalf("numbered %d, dropped %d, queue of %d", s.packets.Load(), s.dropped.Load(), len(s.queue.slots))
+	}
+	b.Close() // the stuck writer fails, and close reports it
+	if err := s.close(); err == nil {
+		t.Fatal("close hid the writer's failure")
+	}
+}
+
+// TestUDPDatagramSenderUnpaced: at rate 0 every datagram is written,
+// blocking as TCP pushes back, and none is dropped.
+func TestUDPDatagramSenderUnpaced(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	s := newWSDatagramSender(&udpRawFrameWriter{nc: a}, a, 0, 200, true, time.Now())
+	if s.queue != nil || s.gate != nil {
+		t.Fatal("rate 0 should write directly")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.send(50)
+		done <- err
+	}()
+	var c udpCounter
+	udpReadFrames(t, b, 50, &c)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := c.totals(); got.Packets != 50 || got.Lost != 0 || s.dropped.Load() != 0 {
+		t.Fatalf("received %+v, dropped %d", got, s.dropped.Load())
 	}
 }
 
 // TestUDPDatagramQueueDrops: the portable form drops when its writer is
 // stuck, and writes whole messages in order once it is not.
 func TestUDPDatagramQueueDrops(t *testing.T) {
-	w := &blockingWriter{release: make(chan struct{})}
+	w := &udpBlockingWriter{release: make(chan struct{})}
 	q := newWSDatagramQueue(w, 100, 4)
 	var accepted, dropped int
 	for seq := uint64(1); seq <= 20; seq++ {
@@ -493,7 +557,7 @@ func TestUDPDatagramQueueDrops(t *testing.T) {
 	if len(w.seqs) != accepted || w.seqs[0] != 1 || w.sizes != 100*accepted {
 		t.Fatalf("writer got %v (%d bytes)", w.seqs, w.sizes)
 	}
-	failing := newWSDatagramQueue(errWriter{}, 100, 2)
+	failing := newWSDatagramQueue(udpFailingWriter{}, 100, 2)
 	failing.offer(1, 0)
 	<-failing.done
 	if _, err := failing.offer(2, 0); !errors.Is(err, errQueueClosed) {
@@ -501,13 +565,13 @@ func TestUDPDatagramQueueDrops(t *testing.T) {
 	}
 }
 
-type blockingWriter struct {
+type udpBlockingWriter struct {
 	release chan struct{}
 	seqs    []uint64
 	sizes   int
 }
 
-func (w *blockingWriter) WriteMessage(op opcode, p []byte) error {
+func (w *udpBlockingWriter) WriteMessage(op opcode, p []byte) error {
 	<-w.release
 	seq, _, _ := readDatagramHeader(p)
 	w.seqs = append(w.seqs, seq)
@@ -515,25 +579,26 @@ func (w *blockingWriter) WriteMessage(op opcode, p []byte) error {
 	return nil
 }
 
-type errWriter struct{}
+type udpFailingWriter struct{}
 
-func (errWriter) WriteMessage(opcode, []byte) error { return net.ErrClosed }
+func (udpFailingWriter) WriteMessage(opcode, []byte) error { return net.ErrClosed }
 
-// rawFrameWriter writes unmasked-layout binary frames straight to a TCP
-// connection: enough to fill a socket the way wsConn would.
-type rawFrameWriter struct {
+// udpRawFrameWriter writes client frames (masked, with a zero key, so
+// the payload reads as is) straight to a connection: enough to fill a
+// socket the way wsConn would.
+type udpRawFrameWriter struct {
 	nc  net.Conn
 	buf []byte
 }
 
-func (w *rawFrameWriter) WriteMessage(op opcode, p []byte) error {
+func (w *udpRawFrameWriter) WriteMessage(op opcode, p []byte) error {
 	w.buf = append(w.buf[:0], 0x80|byte(op), 0xfe, byte(len(p)>>8), byte(len(p)), 0, 0, 0, 0)
 	w.buf = append(w.buf, p...)
 	_, err := w.nc.Write(w.buf)
 	return err
 }
 
-func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+func udpTCPPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

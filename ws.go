@@ -81,6 +81,17 @@ const (
 	keyBatch          = 256             // masking keys drawn from crypto/rand at once
 )
 
+const (
+	// controlReplyWait is the least time the reader gives a pong it
+	// writes: enough for any peer that reads, and short enough that one
+	// which pings and never reads cannot hold the reader past its own
+	// read deadline.
+	controlReplyWait = 2 * time.Second
+	// minGrow is the first step of a message buffer that grows as the
+	// payload arrives.
+	minGrow = 4 << 10
+)
+
 // wsConn is one WebSocket connection. One goroutine may read while others
 // write: reads are serialised by readMu, frame writes by writeMu, so a pong
 // never lands inside a data frame.
@@ -111,6 +122,11 @@ type wsConn struct {
 	keys      [keyBatch]uint32
 	keyNext   int
 	closeSent bool
+	// wdl is the write deadline the caller set (SetWriteDeadline); a pong
+	// the reader sends sets its own and then puts wdl back. wdlMu orders
+	// the two.
+	wdlMu sync.Mutex
+	wdl   time.Time
 
 	closeOnce   sync.Once
 	readEnded   chan struct{} // closed when the peer's close arrives or reading fails
@@ -144,7 +160,7 @@ func newConn(nc net.Conn, isClient bool, opt connOptions, buffered []byte) *wsCo
 		c.maxMessage = defaultMaxMessage
 	}
 	c.rend = copy(c.rbuf, buffered)
-	_, c.writeVector = nc.(*net.TCPConn)
+	_, c.writeVector = nc.(tcpSocket)
 	return c
 }
 
@@ -168,8 +184,17 @@ func (c *wsConn) SetLimits(maxMessage int64, readBuffer int) {
 // NetConn is the underlying connection, for socket options and addresses.
 func (c *wsConn) NetConn() net.Conn { return c.nc }
 
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.nc.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// SetWriteDeadline bounds the caller's writes; the zero time removes the
+// bound. Pongs the reader sends keep to it when it is later than their
+// own (controlReplyWait).
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.wdlMu.Lock()
+	defer c.wdlMu.Unlock()
+	c.wdl = t
+	return c.nc.SetWriteDeadline(t)
+}
 
 // ---- reading ----
 
@@ -383,30 +408,26 @@ func (c *wsConn) discardSome() (int, error) {
 	return n, nil
 }
 
-// ReadMessage reads a whole message, reassembling fragments, into buf
-// (grown when needed, up to the size limit) and returns its type and
-// bytes.
+// ReadMessage reads a whole message, reassembling fragments, into buf and
+// returns its type and bytes. buf grows as payload arrives, never on the
+// word of a frame header: a header costs its sender 14 bytes and may
+// announce up to the size limit, so memory follows what was received.
 func (c *wsConn) ReadMessage(buf []byte) (opcode, []byte, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
 	buf = buf[:0]
 	var op opcode
 	for {
-		mop, length, fin, err := c.nextFrame()
+		mop, _, fin, err := c.nextFrame()
 		if err != nil {
 			return 0, buf, err
 		}
 		op = mop
-		need := len(buf) + int(length)
-		if cap(buf) < need {
-			// Grow geometrically (within the limit): many small
-			// fragments must not cost a copy of the message each.
-			grown := make([]byte, len(buf), min(max(need, 2*cap(buf)), int(c.maxMessage)))
-			copy(grown, buf)
-			buf = grown
-		}
 		for c.left > 0 {
-			n, err := c.readPayload(buf[len(buf):need])
+			if len(buf) == cap(buf) {
+				buf = c.grow(buf, fin)
+			}
+			n, err := c.readPayload(buf[len(buf):cap(buf)])
 			buf = buf[:len(buf)+n]
 			if err != nil {
 				return 0, buf, err
@@ -416,6 +437,21 @@ func (c *wsConn) ReadMessage(buf []byte) (opcode, []byte, error) {
 			return op, buf, nil
 		}
 	}
+}
+
+// grow makes room in a full buffer for more of the current frame: it
+// doubles (from minGrow), so a message costs O(n) in copies and at most
+// twice what arrived, and it stays within the message limit and, in the
+// final frame, within what that frame announced.
+func (c *wsConn) grow(buf []byte, final bool) []byte {
+	step := int64(max(cap(buf), minGrow))
+	if final {
+		step = min(step, c.left)
+	}
+	step = min(step, c.maxMessage-int64(len(buf)))
+	grown := make([]byte, len(buf), len(buf)+int(step))
+	copy(grown, buf)
+	return grown
 }
 
 // handleControl reads a control frame's payload and acts on it (§5.5):
@@ -435,7 +471,7 @@ func (c *wsConn) handleControl(h frameHeader) error {
 	switch h.op {
 	case opPing:
 		// Once our close is out, no pong may follow it (§5.5.1).
-		if err := c.writeFrame(opPong, true, p); err != nil && !errors.Is(err, errConnClosed) {
+		if err := c.pong(p); err != nil && !errors.Is(err, errConnClosed) {
 			return err
 		}
 		return nil
@@ -470,6 +506,42 @@ func (c *wsConn) handleControl(h frameHeader) error {
 	}
 	c.closeTCP()
 	return ce
+}
+
+// pong answers a ping (§5.5.2, §5.5.3) from the reader, under a deadline
+// of its own: the caller's write deadline if that is later, else
+// controlReplyWait. Without one, a peer that floods pings and never reads
+// would block the reader in this write for good, out of reach of its read
+// deadline. The caller's deadline is back in force afterwards.
+func (c *wsConn) pong(p []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.closeSent {
+		return errConnClosed
+	}
+	c.wdlMu.Lock()
+	defer c.wdlMu.Unlock()
+	c.nc.SetWriteDeadline(later(c.wdl, time.Now().Add(controlReplyWait)))
+	defer c.nc.SetWriteDeadline(c.wdl)
+	return c.writeLocked(opPong, true, p)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// AnswerControl is the reader of a connection that only sends: it answers
+// pings (a peer may send them at any time, §5.5.2), takes the peer's
+// close, and drops any data, until the connection ends.
+func (c *wsConn) AnswerControl() {
+	for {
+		if _, _, _, err := c.NextFrame(); err != nil {
+			return
+		}
+	}
 }
 
 // readFailed makes err sticky and, for a protocol failure, fails the
