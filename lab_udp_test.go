@@ -492,7 +492,7 @@ func TestLabUDPNoReflection(t *testing.T) {
 		add(fmt.Sprintf("hello%d", id), putControl(make([]byte, udpControlLen), udpKindHello, id, newUDPSecret()))
 	}
 	add("ack", putControl(make([]byte, udpControlLen), udpKindAck, 1, newUDPSecret()))
-	add("data", header(1, 0))
+	add("data", udpE2EData(1))
 	add("zeros", make([]byte, 1400))
 	add("http", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	add("largest", make([]byte, maxDatagram))

@@ -447,6 +447,13 @@ func udpE2ESocket(t *testing.T, srv *e2eServer) *net.UDPConn {
 	return c.(*net.UDPConn)
 }
 
+// udpE2EData is a data datagram's header alone: sequence seq, sent at 0.
+func udpE2EData(seq uint64) []byte {
+	b := make([]byte, datagramHeaderLen)
+	putDatagramHeader(b, seq, 0)
+	return b
+}
+
 // udpE2EAnswers reads what c receives within d: every datagram, whole.
 func udpE2EAnswers(c *net.UDPConn, d time.Duration) [][]byte {
 	var got [][]byte
@@ -477,7 +484,7 @@ func TestUDPNoReflection(t *testing.T) {
 	early := udpE2ESocket(t, srv)
 	var b [udpControlLen]byte
 	early.Write(putControl(b[:], udpKindHello, 1, newUDPSecret()))
-	early.Write(header(1, 0))
+	early.Write(udpE2EData(1))
 	if got := udpE2EAnswers(early, quiet); len(got) > 0 {
 		t.Fatalf("with no session, the server answered a stranger: %x", got)
 	}
@@ -497,7 +504,7 @@ func TestUDPNoReflection(t *testing.T) {
 		append(putControl(make([]byte, udpControlLen), udpKindHello, 1, secret), 0),        // a byte too long
 		putControl(make([]byte, udpControlLen), udpKindHello, 1, secret)[:udpControlLen-1], // a byte too short
 		append([]byte("wpud\x02"), make([]byte, udpControlLen-5)...),                       // another version
-		header(1, 0),       // data from an unbound source
+		udpE2EData(1),       // data from an unbound source
 		make([]byte, 1400), // zeros
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
 		make([]byte, maxDatagram), // the largest datagram
