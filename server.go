@@ -39,6 +39,7 @@ type server struct {
 	resolver *net.Resolver // PTR names and geo lookups for reverse traces
 	geo      *geoCache     // nil with --no-geo
 	udp      *udpListener  // real UDP for UDP tests; nil with --no-udp
+	legacy   legacyGroups  // old clients' parallel connections (legacy_server.go)
 }
 
 // session is a test from its request to its end.
@@ -137,9 +138,14 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 	return nil
 }
 
-// ServeHTTP routes one request: authentication first, then the echo
-// endpoint, then the wperf protocol.
+// ServeHTTP routes one request: the original wperf's clients (they
+// authenticate in-band), then authentication, the echo endpoint and the
+// wperf protocol.
 func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
+	if isLegacyUpgrade(hr) {
+		s.serveLegacy(w, hr)
+		return
+	}
 	if s.cfg.token != "" && !tokenMatches(hr.Header.Get("Authorization"), s.cfg.token) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wperf"`)
 		http.Error(w, "authentication failed", http.StatusUnauthorized)
