@@ -32,12 +32,24 @@ func runClient(ctx context.Context, cfg *config, stdout io.Writer) error {
 		return err
 	}
 	defer out.Close()
+	// The original wperf's protocol (legacy_client.go): asked for (and
+	// for --ping, until wperf.v1 has its own), or once, when the server
+	// turns out to be an old wperf.
+	if cfg.legacy || cfg.ping {
+		return runLegacy(ctx, cfg, out, "")
+	}
 	if cfg.reverseTrace {
-		return runReverseTrace(ctx, cfg, out)
+		if err := runReverseTrace(ctx, cfg, out); !errors.Is(err, errOldServer) {
+			return err
+		}
+		return retryLegacy(ctx, cfg, out)
 	}
 	rep := newReporter(cfg, out)
 	t := &clientTest{cfg: cfg, rep: rep, idle: seconds2dur(cfg.idleTimeout)}
-	return rep.finish(t.run(ctx))
+	if err := t.run(ctx); !errors.Is(err, errOldServer) {
+		return rep.finish(err)
+	}
+	return retryLegacy(ctx, cfg, out)
 }
 
 type clientTest struct {
@@ -147,6 +159,9 @@ func dialServer(ctx context.Context, cfg *config, u *url.URL, opt dialOptions) (
 	c, err := dialWS(ctx, u.String(), opt)
 	var he *handshakeError
 	switch {
+	case err == nil && len(opt.subprotocols) > 0 && c.subprotocol == "":
+		c.Close(statusNormal, "no common subprotocol")
+		return nil, errOldServer
 	case err == nil:
 		return c, nil
 	case errors.As(err, &he) && he.Status == http.StatusUnauthorized:

@@ -40,6 +40,11 @@
 //	trace_linux.go   the unprivileged Linux prober (IP_RECVERR);
 //	                 trace_other.go says it is missing elsewhere
 //	geo.go           ASN and country from Team Cymru's DNS
+//	legacy.go        the original Python wperf's protocol: its messages;
+//	                 legacy_link.go runs one of its connections' data,
+//	                 legacy_server.go serves its clients, legacy_client.go
+//	                 tests its servers (--legacy, or found on its own),
+//	                 legacy_probes.go has its ping and reverse traceroute
 //	sys.go           socket options every OS has; sys_linux.go and
 //	                 sys_other.go: TCP_INFO, congestion, CPU accounting
 package main
@@ -86,6 +91,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "wperf: %v\n", err)
 		fmt.Fprintln(stderr, "Try 'wperf --help' for more information.")
 		return exitUsage
+	}
+	for _, w := range cfg.warnings {
+		fmt.Fprintf(stderr, "wperf: warning: %s\n", w)
 	}
 	switch cfg.mode {
 	case modeHelp:
@@ -134,8 +142,9 @@ const (
 
 // config holds every option of every mode; parseArgs fills and checks it.
 type config struct {
-	mode mode
-	set  map[string]bool // long names of the options given, for mode checks
+	mode     mode
+	set      map[string]bool // long names of the options given, for mode checks
+	warnings []string        // one line each, printed to standard error before the run
 
 	// shared
 	port      int
@@ -163,6 +172,7 @@ type config struct {
 	maxConns          int
 	maxConnsPerIP     int
 	maxReverseTraces  int
+	noLegacy          bool
 
 	// client
 	host            string
@@ -188,6 +198,10 @@ type config struct {
 	udp             bool
 	rate            float64 // bits/s per stream; 0 unpaced
 	udpTransport    string
+	legacy          bool     // speak the original Python wperf's protocol
+	ping            bool     // round trips instead of a bandwidth test
+	pingCount       int      // --ping-count
+	sim             []string // the original's --sim-* options given; they do nothing
 
 	// traceroute
 	traceHost  string
@@ -219,6 +233,7 @@ func defaultConfig() *config {
 		length:            64 << 10,
 		rate:              1e6,
 		udpTransport:      "auto",
+		pingCount:         10,
 		maxUDPRate:        1e9,
 		connectTimeout:    10,
 		trProto:           "udp",
@@ -300,6 +315,7 @@ var options = []option{
 		}
 		return fmt.Errorf("bad --trust-proxy %q: want x-forwarded-for or x-real-ip", v)
 	}},
+	{0, "no-legacy", "", inServer, "refuse clients of the original Python wperf (WebSockets without a wperf subprotocol)", switchOpt(func(c *config) *bool { return &c.noLegacy })},
 
 	// client: test shape
 	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
@@ -365,6 +381,16 @@ var options = []option{
 	// client: connection
 	{0, "connect-timeout", "SEC", inClient, "give up connecting after SEC seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.connectTimeout }, 0.001, 3600)},
 	{0, "reverse-traceroute", "", inClient, "run no test: have the server trace the route back to this client (--tr-* options apply)", switchOpt(func(c *config) *bool { return &c.reverseTrace })},
+	{0, "ping", "", inClient, "run no bandwidth test: time round trips over the WebSocket, one per -i seconds (default 1)", switchOpt(func(c *config) *bool { return &c.ping })},
+	{0, "ping-count", "N", inClient, "round trips with --ping (default 10)", intOpt(func(c *config) *int { return &c.pingCount }, 1, 100000)},
+	{0, "legacy", "", inClient, "speak the original Python wperf's protocol, to an old server (also tried on its own when a server does not answer wperf.v1); -v then means --verbose", switchOpt(func(c *config) *bool { return &c.legacy })},
+	{0, "sim-latency", "MS", inClient, simHelp, simOpt("sim-latency", simMillis)},
+	{0, "sim-jitter", "MS", inClient, simHelp, simOpt("sim-jitter", simMillis)},
+	{0, "sim-loss", "PCT", inClient, simHelp, simOpt("sim-loss", simPercent)},
+	{0, "sim-mtu", "N[KMG]", inClient, simHelp, simOpt("sim-mtu", simSize)},
+	{0, "sim-sndbuf", "N[KMG]", inClient, simHelp, simOpt("sim-sndbuf", simSize)},
+	{0, "sim-rcvbuf", "N[KMG]", inClient, simHelp, simOpt("sim-rcvbuf", simSize)},
+	{0, "sim-tcp-nodelay", "", inClient, simHelp, simOpt("sim-tcp-nodelay", nil)},
 
 	// traceroute
 	{0, "tr-proto", "udp|icmp|tcp", inTrace | inClient, "probe type (default udp)", func(c *config, v string) error {
@@ -399,11 +425,12 @@ var options = []option{
 // the options fit together.
 func parseArgs(args []string) (*config, error) {
 	c := defaultConfig()
-	tracing := false
+	tracing, legacy := false, false
 	for _, a := range args {
 		if a == "--traceroute" || strings.HasPrefix(a, "--traceroute=") {
 			tracing = true
 		}
+		legacy = legacy || a == "--legacy"
 	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -435,6 +462,9 @@ func parseArgs(args []string) (*config, error) {
 		case len(a) > 1 && a[0] == '-':
 			for j := 1; j < len(a); j++ {
 				o := findShort(a[j], tracing)
+				if a[j] == 'v' && legacy {
+					o = findLong("verbose") // README: The original wperf, -v
+				}
 				if o == nil {
 					return nil, fmt.Errorf("unknown option -%c", a[j])
 				}
@@ -559,6 +589,9 @@ func (c *config) check() error {
 }
 
 func (c *config) checkClient() error {
+	if err := c.checkLegacy(); err != nil {
+		return err
+	}
 	if err := c.checkReverseTrace(); err != nil {
 		return err
 	}
@@ -617,8 +650,10 @@ func (c *config) checkReverseTrace() error {
 	if !c.reverseTrace {
 		return nil
 	}
-	// The server refuses more than this; say so before asking it.
+	// The server refuses more than this; say so before asking it (the
+	// old protocol sends none of them).
 	switch {
+	case c.legacy:
 	case c.trMaxHops > maxReverseHops:
 		return fmt.Errorf("--tr-max-hops %d: a reverse traceroute goes to at most %d hops", c.trMaxHops, maxReverseHops)
 	case c.trQueries > maxReverseQueries:

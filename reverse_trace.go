@@ -42,7 +42,7 @@ func runReverseTrace(ctx context.Context, cfg *config, out *lineWriter) error {
 		}
 		out.println(formatHop(h))
 	})
-	if !cfg.json {
+	if !cfg.json || errors.Is(err, errOldServer) {
 		return err
 	}
 	if err != nil {

@@ -49,6 +49,7 @@ type server struct {
 	settle *time.Timer // returns memory to the OS once the server is idle
 	// Lines a client can cause at will are rationed.
 	busyLog, refusedLog, authLog, connLog logLimiter
+	legacy   legacyGroups  // old clients' parallel connections (legacy_server.go)
 }
 
 // session is a test from its request to its end.
@@ -163,8 +164,9 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 // maxHeaderBytes bounds an HTTP request's header.
 const maxHeaderBytes = 16 << 10
 
-// ServeHTTP routes one request: authentication first, then the echo
-// endpoint, then the wperf protocol.
+// ServeHTTP routes one request: the connection caps, the original wperf's
+// clients (they authenticate in-band), then authentication, the echo
+// endpoint and the wperf protocol.
 func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	peer, named := s.peerAddr(hr)
 	addr, _ := peerIP(peer)
@@ -175,6 +177,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+	}
+	// The original wperf's clients send their token in-band.
+	if isLegacyUpgrade(hr) {
+		s.serveLegacy(w, hr)
+		return
 	}
 	if s.cfg.token != "" && !s.authorized(w, hr, peer, addr) {
 		return

@@ -72,6 +72,9 @@ type stream struct {
 	sending bool            // this end sends on it
 	conn    *wsConn         // nil for a UDP test's stream over real UDP
 	dgram   *datagramStream // a UDP test's datagram state; nil for TCP
+	// loop, when set, replaces the engine's loop: the old protocol frames
+	// its data its own way (legacy_link.go).
+	loop func(run *testRun, s *stream) error
 
 	moved atomic.Int64 // payload bytes handed to the kernel, or received
 	endAt atomic.Int64 // nanoseconds from the run's start until it finished; 0 while running
@@ -217,6 +220,11 @@ func (run *testRun) run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			switch {
+			case s.loop != nil:
+				s.err = s.loop(run, s)
+				if s.sending {
+					senders.Done()
+				}
 			case s.dgram != nil && s.sending:
 				if s.conn != nil {
 					go s.conn.AnswerControl() // the peer may ping a stream it only reads

@@ -21,7 +21,8 @@ type datagramStream struct {
 	client  *udpClientConn                   // the client's end over real UDP
 	peer    *udpPeer                         // the server's end over real UDP
 	counter *udpCounter                      // the receiver's accounting; nil on a sender
-	packets atomic.Int64                     // datagrams sent over real UDP
+	packets atomic.Int64                     // datagrams sent, unless ws counts them
+	dropped atomic.Int64                     // datagrams dropped, likewise
 	ws      atomic.Pointer[wsDatagramSender] // the sender over WebSocket
 
 	local, remote net.Addr      // the server's end over real UDP
@@ -291,7 +292,7 @@ func (s *stream) udpCumulative() udpCounts {
 		dropped := ws.dropped.Load()
 		return udpCounts{Packets: ws.packets.Load() - dropped, Dropped: dropped}
 	case s.sending:
-		return udpCounts{Packets: d.packets.Load()}
+		return udpCounts{Packets: d.packets.Load(), Dropped: d.dropped.Load()}
 	}
 	t := d.counter.totals()
 	return udpCounts{Packets: t.Packets, Lost: t.Lost, OutOfOrder: t.OutOfOrder, Duplicates: t.Duplicates, JitterMs: t.JitterMs}
