@@ -504,7 +504,7 @@ func TestUDPNoReflection(t *testing.T) {
 		append(putControl(make([]byte, udpControlLen), udpKindHello, 1, secret), 0),        // a byte too long
 		putControl(make([]byte, udpControlLen), udpKindHello, 1, secret)[:udpControlLen-1], // a byte too short
 		append([]byte("wpud\x02"), make([]byte, udpControlLen-5)...),                       // another version
-		udpE2EData(1),       // data from an unbound source
+		udpE2EData(1),      // data from an unbound source
 		make([]byte, 1400), // zeros
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
 		make([]byte, maxDatagram), // the largest datagram
