@@ -39,8 +39,6 @@ type udpLab struct {
 	cli, rtr, srv        string // namespaces
 	cliIf, srvIf         string // the client's and the server's ends
 	rtrToCli, rtrToSrv   string // the router's ends
-	natted               bool
-	iperf                bool
 	stranger, strangerIf string // with addStranger
 }
 
@@ -58,7 +56,7 @@ func newUDPLab(t *testing.T, natted, iperf bool) *udpLab {
 	t.Helper()
 	l := newLab(t)
 	labNeeds(t, "tc", "nft", "iperf3", "ss", "bash")
-	u := &udpLab{lab: l, bin: wperfBinary(t), natted: natted, iperf: iperf}
+	u := &udpLab{lab: l, bin: wperfBinary(t)}
 	u.cli, u.rtr, u.srv = l.addNS("uc"), l.addNS("ur"), l.addNS("us")
 	u.cliIf, u.rtrToCli = l.link(u.cli, u.rtr, []string{"198.18.20.1/24"}, []string{"198.18.20.2/24"})
 	u.rtrToSrv, u.srvIf = l.link(u.rtr, u.srv, []string{labUDPRouterOut + "/24"}, []string{labUDPServer + "/24"})
