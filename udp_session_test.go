@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -143,17 +144,18 @@ func udpE2EAgree(t *testing.T, doc map[string]any, dirs []udpE2EDirection, paral
 // 100 Mbit/s (iperf3's end.sum_sent.bits_per_second, ±1 %) and loses
 // nothing on loopback, and the receiver's jitter is reported.
 //
-// The sender here is the wperf binary as released (wperfBinary), not
-// this test process: under -race the pacing goroutine and everything
-// around it run several times slower, which measures the race detector
-// rather than wperf. The server stays in-process. Not parallel: other
-// tests' load would starve the sender, and so does a busy machine: a
-// sender descheduled for longer than the pacer's catch-up bound
+// Both ends here are the wperf binary as released (wperfBinary), not
+// this test process: under -race the sender's pacing and the receiver's
+// reading run several times slower (a receiver that falls behind stalls
+// a WebSocket sender through TCP's flow control), which would measure
+// the race detector rather than wperf. Not parallel: other tests' load
+// would starve the sender, and so does a busy machine: a sender
+// descheduled for longer than the pacer's catch-up bound
 // (pacerMaxBacklog) gives up slots, so a run off the mark is tried once
 // more before the test fails.
 func TestUDPLoopbackRate(t *testing.T) {
-	srv := startE2EServer(t)
 	bin := wperfBinary(t)
+	srv := udpE2EServerBinary(t, bin)
 	for _, tr := range udpE2ETransports {
 		t.Run(tr.option, func(t *testing.T) {
 			const target = 100e6
@@ -200,6 +202,60 @@ func udpE2ERunBinary(t *testing.T, bin string, srv *e2eServer, extra ...string) 
 		t.Fatalf("wperf %q: %v\n--- stderr:\n%s--- stdout:\n%s", extra, err, stderr.String(), out)
 	}
 	return e2eDecode(t, string(out))
+}
+
+// udpE2EServerBinary runs the wperf binary as a server on a free
+// loopback port until the test ends, and returns it as an e2eServer for
+// its args (its out stays empty: the process logs to the test's log on
+// failure).
+func udpE2EServerBinary(t *testing.T, bin string) *e2eServer {
+	t.Helper()
+	for try := 0; ; try++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+		var log strings.Builder
+		cmd := exec.Command(bin, "-s", "-B", "127.0.0.1", "-p", port)
+		cmd.Stdout, cmd.Stderr = &log, &log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		t.Cleanup(func() {
+			cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+			if t.Failed() {
+				t.Logf("wperf -s:\n%s", log.String())
+			}
+		})
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+				c.Close()
+				return &e2eServer{host: "127.0.0.1", port: port}
+			}
+			select {
+			case <-exited: // the port was taken meanwhile: another one
+			case <-time.After(20 * time.Millisecond):
+				if time.Now().Before(deadline) {
+					continue
+				}
+				t.Fatalf("wperf -s on port %s does not accept connections", port)
+			}
+			break
+		}
+		if try == 2 {
+			t.Fatalf("wperf -s would not start:\n%s", log.String())
+		}
+	}
 }
 
 // TestUDPLoopbackDirections: -R, --bidir and -P 3 work over either
