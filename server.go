@@ -49,7 +49,7 @@ type server struct {
 	settle *time.Timer // returns memory to the OS once the server is idle
 	// Lines a client can cause at will are rationed.
 	busyLog, refusedLog, authLog, connLog logLimiter
-	legacy   legacyGroups  // old clients' parallel connections (legacy_server.go)
+	legacy                                legacyGroups // old clients' parallel connections (legacy_server.go)
 }
 
 // session is a test from its request to its end.
