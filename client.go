@@ -100,7 +100,7 @@ func requestFrom(cfg *config) testRequest {
 		Omit:       cfg.omit,
 		Interval:   cfg.interval,
 		Window:     cfg.window,
-		NoDelay:    cfg.noDelay,
+		NoDelay:    cfg.noDelay || cfg.udp, // Nagle would delay datagrams sent over WebSocket
 		Congestion: cfg.congestion,
 		MSS:        cfg.mss,
 		Client:     software,
@@ -175,7 +175,7 @@ func dialServer(ctx context.Context, cfg *config, u *url.URL, opt dialOptions) (
 }
 
 func (t *clientTest) sockOpts() sockOpts {
-	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.cfg.noDelay}
+	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.req.NoDelay}
 }
 
 // dial opens the control connection, or with isStream a stream, which

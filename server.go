@@ -44,12 +44,12 @@ type server struct {
 	geo      *geoCache     // nil with --no-geo
 	udp      *udpListener  // real UDP for UDP tests; nil with --no-udp
 
-	conns  *connGuard  // connections per client address
-	auth   *authGuard  // failed tokens per client address
-	settle *time.Timer // returns memory to the OS once the server is idle
+	conns  *connGuard   // connections per client address
+	auth   *authGuard   // failed tokens per client address
+	settle *time.Timer  // returns memory to the OS once the server is idle
+	legacy legacyGroups // old clients' parallel connections (legacy_server.go)
 	// Lines a client can cause at will are rationed.
 	busyLog, refusedLog, authLog, connLog logLimiter
-	legacy   legacyGroups  // old clients' parallel connections (legacy_server.go)
 }
 
 // session is a test from its request to its end.
