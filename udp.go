@@ -322,13 +322,18 @@ func finalStats(t udpStats, sent int64) udpStats {
 
 // ---- pacing ----
 
-// pacerMaxBacklog bounds how far a late sender catches up at once: slots
-// older than this are skipped, so a stalled sender resumes at its rate
-// rather than bursting everything it missed. Go's timers wake about 1 ms
-// late on Linux, and on a busy small machine a sender is descheduled for
-// 5-15 ms at times; 10 ms rides that out while a burst stays at 10 ms of
-// the rate (890 datagrams of 1400 bytes at 1 Gbit/s).
-const pacerMaxBacklog = 10 * time.Millisecond
+// How a late sender catches up. Go's timers wake about 1 ms late on
+// Linux, and on a busy small machine a sender is descheduled for 5-50 ms
+// at times. Slots it missed by up to pacerMaxDebt are still sent, so such
+// stalls cost no rate, but at most pacerMaxBurst's worth per wake-up (890
+// datagrams of 1400 bytes at 1 Gbit/s), so the catch-up comes as a
+// series of short bursts. Slots older than pacerMaxDebt are given up: a
+// sender stalled for seconds resumes at its rate, never with a burst of
+// seconds.
+const (
+	pacerMaxDebt  = 100 * time.Millisecond
+	pacerMaxBurst = 10 * time.Millisecond
+)
 
 // pacer hands out send slots on an absolute schedule: datagram n is due
 // at start + n × size × 8 / rate. Because the schedule is absolute, late
@@ -338,7 +343,8 @@ type pacer struct {
 	start   time.Time
 	slotNs  float64 // ns between datagrams; 0 means unpaced
 	next    int64   // the first slot not yet handed out
-	backlog int64   // most slots one catch-up may hand out
+	debt    int64   // most missed slots still sent
+	burst   int64   // most slots one call hands out
 	skipped int64   // slots given up after stalls
 	end     time.Time
 	endSlot int64 // with end set: the first slot at or after it
@@ -352,7 +358,8 @@ func newPacer(rate float64, size int, start time.Time) *pacer {
 	p.timer.Stop()
 	if rate > 0 {
 		p.slotNs = float64(size) * 8 * 1e9 / rate
-		p.backlog = max(1, int64(float64(pacerMaxBacklog)/p.slotNs))
+		p.debt = max(1, int64(float64(pacerMaxDebt)/p.slotNs))
+		p.burst = max(1, int64(float64(pacerMaxBurst)/p.slotNs))
 	}
 	return p
 }
@@ -377,8 +384,9 @@ func (p *pacer) finished(now time.Time) bool {
 	return p.next >= p.endSlot
 }
 
-// take hands out up to limit slots that are due at now, skipping any
-// backlog beyond pacerMaxBacklog. The caller sends one datagram per slot.
+// take hands out up to limit slots that are due at now, at most
+// pacerMaxBurst's worth, skipping slots older than pacerMaxDebt. The
+// caller sends one datagram per slot.
 func (p *pacer) take(now time.Time, limit int) int {
 	if p.finished(now) {
 		return 0
@@ -392,7 +400,7 @@ func (p *pacer) take(now time.Time, limit int) int {
 	}
 	// The tiny bias keeps a slot due exactly now from rounding away.
 	due := int64(float64(elapsed)/p.slotNs*(1+1e-12)) + 1
-	if stale := due - p.backlog; stale > p.next {
+	if stale := due - p.debt; stale > p.next {
 		if !p.end.IsZero() {
 			stale = min(stale, p.endSlot)
 		}
@@ -406,7 +414,7 @@ func (p *pacer) take(now time.Time, limit int) int {
 	if avail <= 0 {
 		return 0
 	}
-	n := min(avail, int64(limit))
+	n := min(avail, p.burst, int64(limit))
 	p.next += n
 	return int(n)
 }

@@ -330,7 +330,7 @@ type udpPacedResult struct {
 func (r udpPacedResult) errPercent() float64 { return 100 * (r.sentRate - r.rate) / r.rate }
 
 // stalled says the sender lost over half a percent of its slots to
-// stalls longer than pacerMaxBacklog.
+// stalls longer than pacerMaxDebt.
 func (r udpPacedResult) stalled() bool { return r.skipped*200 > r.sent }
 
 func (r udpPacedResult) String() string {

@@ -151,7 +151,7 @@ func udpE2EAgree(t *testing.T, doc map[string]any, dirs []udpE2EDirection, paral
 // the race detector rather than wperf. Not parallel: other tests' load
 // would starve the sender, and so does a busy machine: a sender
 // descheduled for longer than the pacer's catch-up bound
-// (pacerMaxBacklog) gives up slots, so a run off the mark is tried once
+// (pacerMaxDebt) gives up slots, so a run off the mark is tried once
 // more before the test fails.
 func TestUDPLoopbackRate(t *testing.T) {
 	bin := wperfBinary(t)

@@ -305,8 +305,8 @@ func TestPacer(t *testing.T) {
 		}, 4, 10 * time.Millisecond},
 		{"stall into the end", 8e6, 1000, []step{
 			{0, 100, 1},
-			{14 * time.Millisecond, 100, 5}, // slots 5-9: within 10 ms of 14 ms, cut at the end
-		}, 4, 10 * time.Millisecond},
+			{14 * time.Millisecond, 100, 9}, // slots 1-9: late, but within the debt; cut at the end
+		}, 0, 10 * time.Millisecond},
 		{"end between slots", 8e6, 1000, []step{
 			{5 * time.Millisecond, 100, 6},
 			{10400 * time.Microsecond, 100, 5}, // slots 6-10: slot 10 is at 10 ms < 10.5 ms
@@ -331,11 +331,20 @@ func TestPacer(t *testing.T) {
 			{4 * time.Millisecond, 2, 1},
 			{4 * time.Millisecond, 2, 0},
 		}, 0, 0},
-		{"stall of 2 s catches up 10 ms", 8e6, 1000, []step{
+		{"stall of 2 s catches up 100 ms, 10 ms at a time", 8e6, 1000, []step{
 			{0, 1000, 1},
 			{2 * time.Second, 1000, 10},
-			{2*time.Second + time.Millisecond, 1000, 1},
-		}, 2000 - 10, 0},
+			{2*time.Second + time.Millisecond, 1000, 10},
+		}, 2000 - 100, 0},
+		{"stall of 50 ms costs no slot", 8e6, 1000, []step{
+			{0, 1000, 1},
+			{50 * time.Millisecond, 1000, 10},
+			{50 * time.Millisecond, 1000, 10},
+			{50 * time.Millisecond, 1000, 10},
+			{50 * time.Millisecond, 1000, 10},
+			{50 * time.Millisecond, 1000, 10},
+			{50 * time.Millisecond, 1000, 0},
+		}, 0, 0},
 		{"slow rate stall catches up one", 64e3, 1400, []step{ // 175 ms slots
 			{0, 10, 1},
 			{174 * time.Millisecond, 10, 0},
@@ -349,12 +358,22 @@ func TestPacer(t *testing.T) {
 			{-time.Hour, 7, 7},
 		}, 0, 0},
 		{"1 Gbit/s exact count", 1e9, 1250, []step{ // 10 µs slots
-			{time.Second - 1, 1 << 30, 1000},                    // capped at 10 ms
+			{time.Second - 1, 1 << 30, 1000}, // 100 ms of debt kept, 10 ms at a time
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 1000},
+			{time.Second - 1, 1 << 30, 0},
 			{time.Second, 1 << 30, 1},                           // slot 100000
 			{time.Second + 49*time.Microsecond, 1 << 30, 4},     // slots 100001-100004
 			{time.Second + 50*time.Microsecond - 1, 1 << 30, 0}, // slot 100005 not yet
 			{time.Second + 50*time.Microsecond, 1 << 30, 1},     // now
-		}, 100000 - 1000, 0},
+		}, 100000 - 10000, 0},
 	}
 	for _, tt := range tests {
 		p := newPacer(tt.rate, tt.size, start)
@@ -375,14 +394,14 @@ func TestPacer(t *testing.T) {
 func TestPacerNextDueAndWait(t *testing.T) {
 	start := time.Now()
 	p := newPacer(8e6, 1000, start) // 1 ms slots
-	p.take(start.Add(10*time.Millisecond), 100)
-	if got := p.nextDue().Sub(start); got != 11*time.Millisecond {
-		t.Fatalf("next due at %v, want 11ms", got)
+	p.take(start.Add(9*time.Millisecond), 100)
+	if got := p.nextDue().Sub(start); got != 10*time.Millisecond {
+		t.Fatalf("next due at %v, want 10ms", got)
 	}
 	if err := p.wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if time.Since(start) < 11*time.Millisecond {
+	if time.Since(start) < 10*time.Millisecond {
 		t.Fatalf("woke after %v, before the slot", time.Since(start))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
