@@ -64,6 +64,17 @@ def one(tool, extra):
     moved = end["sum_received"]["bytes"] + end.get("sum_received_bidir_reverse", {}).get("bytes", 0)
     return fwd, rev, moved, server_cpu
 
+def udp_run(tool, extra):
+    """One UDP run: sent and received bits/s, loss %, received datagrams/s."""
+    p = subprocess.run(clients[tool](extra), capture_output=True, text=True)
+    doc = json.loads(p.stdout)
+    if doc.get("error"):
+        raise SystemExit(f"{tool} {extra}: {doc['error']}")
+    end = doc["end"]
+    sent, recv = end["sum_sent"], end["sum_received"]
+    got = recv["packets"] - recv["lost_packets"]
+    return sent["bits_per_second"], recv["bits_per_second"], recv["lost_percent"], got / max(recv["seconds"], 1e-9)
+
 def client_cpu_run(tool, extra):
     # The client is our child: os.times() counts its CPU once it is reaped.
     r0 = os.times()
@@ -91,6 +102,25 @@ try:
         if name == "bidir":
             line += f"   weaker/stronger: iperf3 {med['iperf3'][2]:.2f} wperf {med['wperf'][2]:.2f}"
         print(line, flush=True)
+
+    # UDP, 1400-byte datagrams: both tools paced at 1G, both unpaced, and
+    # wperf over WebSocket at 100M beside iperf3's real UDP at that rate.
+    udp_modes = [
+        ("udp -b 1G", ["-u", "-b", "1G", "-l", "1400"], []),
+        ("udp -b 0", ["-u", "-b", "0", "-l", "1400"], []),
+        ("udp -b 100M (ws)", ["-u", "-b", "100M", "-l", "1400"], ["--udp-transport", "ws"]),
+    ]
+    print()
+    print(f"{'UDP mode':<18} {'iperf3 sent/recv Mbit/s':>24} {'loss':>6}   {'wperf sent/recv Mbit/s':>23} {'loss':>6}   {'recv datagrams/s iperf3':>23} {'wperf':>9} {'ratio':>6}")
+    for name, extra, wperf_only in udp_modes:
+        got = {"iperf3": [], "wperf": []}
+        for _ in range(runs):
+            for tool in ("iperf3", "wperf"):
+                got[tool].append(udp_run(tool, extra + (wperf_only if tool == "wperf" else [])))
+        med = {t: [statistics.median(r[i] for r in rs) for i in range(4)] for t, rs in got.items()}
+        i, w = med["iperf3"], med["wperf"]
+        print(f"{name:<18} {i[0]/1e6:>11.1f} / {i[1]/1e6:>10.1f} {i[2]:>5.1f}%   {w[0]/1e6:>10.1f} / {w[1]/1e6:>10.1f} {w[2]:>5.1f}%"
+              f"   {i[3]:>23.0f} {w[3]:>9.0f} {w[3]/i[3] if i[3] else 0:>6.2f}", flush=True)
 finally:
     for s in servers.values():
         s.terminate()
