@@ -35,6 +35,9 @@ func runClient(ctx context.Context, cfg *config, stdout io.Writer) error {
 	if cfg.reverseTrace {
 		return runReverseTrace(ctx, cfg, out)
 	}
+	if cfg.ping {
+		return runPing(ctx, cfg, out)
+	}
 	rep := newReporter(cfg, out)
 	t := &clientTest{cfg: cfg, rep: rep, idle: seconds2dur(cfg.idleTimeout)}
 	return rep.finish(t.run(ctx))
@@ -52,6 +55,9 @@ type clientTest struct {
 	offer           *udpOffer
 	transport       string
 	transportReason string
+	// Latency under load: the probes and, after the run, their report.
+	probes  *latencyProber
+	latency *latencyReport
 }
 
 // targetURL turns -c and -p into the server's URL. A bare host gets
@@ -181,10 +187,13 @@ func (t *clientTest) run(ctx context.Context) error {
 		return err
 	}
 	t.req = requestFrom(t.cfg)
+	t.probes = newLatencyProber(t.cfg, t.url)
+	t.req.Latency = t.probes.request()
 	t.rep.connecting(t.url, &t.req)
 	if t.req.udp() && t.req.Rate == 0 && t.rep.text() {
 		t.rep.out.println("warning: -b 0 sends as fast as the path takes it, so loss is expected")
 	}
+	t.probes.idleBefore(ctx)
 	streams, err := t.setUp(ctx)
 	defer func() {
 		if t.ctrl != nil {
@@ -241,6 +250,7 @@ func (t *clientTest) negotiate() error {
 		json.Unmarshal(msg, &a)
 		t.rep.serverVersion = a.Server
 		t.offer = a.UDP
+		t.probes.serverAgreed(a.Latency)
 		return nil
 	case msgRefuse, msgError:
 		return refusal(msg)
@@ -325,7 +335,10 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	t.engine = run
 	t.rep.view.transport, t.rep.view.transportReason = t.transport, t.transportReason
 	t.rep.started(run.connections())
-	run.onIntervalClosed = func(final bool) { t.rep.intervalClosed(run.latestIntervals(), final) }
+	run.onIntervalClosed = func(final bool) {
+		t.liveLatency()
+		t.rep.intervalClosed(run.latestIntervals(), final)
+	}
 
 	// Ctrl-C: our senders stop through the context; the server's stop
 	// when we ask.
@@ -339,7 +352,9 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		abortAll(run.streams)
 	}})
 
+	t.probes.run(run, hardStop)
 	runErr := run.run(runCtx)
+	t.latency = t.probes.finish()
 	if runErr != nil {
 		// When the server ends a test it says why on the control
 		// connection, which can arrive just after its streams drop: a
@@ -352,7 +367,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		t.rep.end(t.view(nil))
 		return fmt.Errorf("test failed: %w", runErr)
 	}
-	mine := resultsMsg{Type: msgResults, Streams: run.summaries(), CPU: run.cpu, Congestion: run.congestion}
+	mine := resultsMsg{Type: msgResults, Streams: run.summaries(), CPU: run.cpu, Congestion: run.congestion, Latency: t.latency.summary()}
 	if err := sendJSON(t.ctrl, mine); err != nil {
 		return fmt.Errorf("send results: %w", err)
 	}
@@ -381,6 +396,7 @@ func (t *clientTest) view(server *resultsMsg) *testView {
 	v.local = t.engine.results()
 	v.localCPU = t.engine.cpu
 	v.localCong = t.engine.congestion
+	v.latency = t.latency
 	if server != nil {
 		v.remote = server.Streams
 		v.remoteCPU = server.CPU

@@ -171,6 +171,11 @@ type config struct {
 	udp             bool
 	rate            float64 // bits/s per stream; 0 unpaced
 	udpTransport    string
+	noLatency       bool
+	latencyInterval float64 // seconds between latency probes of a kind
+	ping            bool    // --ping: round trips only, no bandwidth test
+	pingCount       int
+	pingTimeout     float64
 
 	// traceroute
 	traceHost  string
@@ -200,6 +205,9 @@ func defaultConfig() *config {
 		udpTransport:      "auto",
 		maxUDPRate:        1e9,
 		connectTimeout:    10,
+		latencyInterval:   0.1,
+		pingCount:         10,
+		pingTimeout:       2,
 		trProto:           "udp",
 		trMaxHops:         30,
 		trTimeout:         1,
@@ -288,6 +296,11 @@ var options = []option{
 	}},
 	{0, "udp-counters-64bit", "", inClient, "accepted for iperf3 scripts: UDP counters are always 64-bit", func(*config, string) error { return nil }},
 	{'O', "omit", "SEC", inClient, "leave the first SEC seconds out of the results", secondsOpt(func(c *config) *float64 { return &c.omit }, 0, 86400)},
+	{0, "latency-interval", "SEC", inClient, "seconds between latency probes of each kind during a test (default 0.1)", secondsOpt(func(c *config) *float64 { return &c.latencyInterval }, 0.01, 10)},
+	{0, "no-latency", "", inClient, "probe no latency during a test", switchOpt(func(c *config) *bool { return &c.noLatency })},
+	{0, "ping", "", inClient, "run no bandwidth test: time round trips to the server, as ping does (-i, -l, -t apply)", switchOpt(func(c *config) *bool { return &c.ping })},
+	{0, "ping-count", "N", inClient, "probes --ping sends (default 10)", intOpt(func(c *config) *int { return &c.pingCount }, 1, maxPingCount)},
+	{0, "ping-timeout", "SEC", inClient, "a --ping reply later than this counts as lost (default 2)", secondsOpt(func(c *config) *float64 { return &c.pingTimeout }, 0.001, 60)},
 
 	// client: socket and message
 	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M); with -u the datagram payload, 16 to 65507 (default 1400)", func(c *config, v string) error {
@@ -521,6 +534,12 @@ func (c *config) check() error {
 
 func (c *config) checkClient() error {
 	if err := c.checkReverseTrace(); err != nil {
+		return err
+	}
+	if c.ping {
+		return c.checkPing()
+	}
+	if err := c.checkLatency(); err != nil {
 		return err
 	}
 	switch {

@@ -37,6 +37,7 @@ const (
 	msgError     = "error"     // both ways, control: the test failed, why
 	msgTransport = "transport" // client → server, control: how a UDP test's datagrams travel
 	msgSent      = "sent"      // both ways, control: this side's real-UDP senders are done
+	msgPing      = "ping"      // client → server, first message of a probe connection (ping.go)
 	msgTraceHop  = "hop"       // server → client: one reverse traceroute hop
 	msgTraceEnd  = "trace_end"
 )
@@ -80,6 +81,8 @@ type testRequest struct {
 	// ServerOutput asks for the server's own report: "text" or "json".
 	ServerOutput string `json:"server_output,omitempty"`
 	Client       string `json:"client,omitempty"` // software and version, for logs
+	// Latency says the client probes latency during the test (latency.go).
+	Latency *latencyRequest `json:"latency,omitempty"`
 }
 
 // Bounds of a test request, shared by the client's option checks and the
@@ -138,7 +141,7 @@ func (req *testRequest) check() error {
 	case req.ServerOutput != "" && req.ServerOutput != "text" && req.ServerOutput != "json":
 		return fmt.Errorf("unknown server_output %q", req.ServerOutput)
 	}
-	return nil
+	return req.Latency.check(req.Omit)
 }
 
 // udp tells a UDP test from a TCP one.
@@ -188,6 +191,8 @@ type acceptMsg struct {
 	Cookie  string `json:"cookie"`
 	// UDP offers real UDP to a UDP test whose transport allows it.
 	UDP *udpOffer `json:"udp,omitempty"`
+	// Latency: the server answers the latency probes the request announced.
+	Latency bool `json:"latency,omitempty"`
 }
 
 // udpOffer is where a UDP test's datagrams may go, and the session's
@@ -242,6 +247,8 @@ type resultsMsg struct {
 	// The server's report of the test, when the client asked for it.
 	ServerText string          `json:"server_output_text,omitempty"`
 	ServerJSON json.RawMessage `json:"server_output_json,omitempty"`
+	// Latency is the client's latency summary, for the server's report.
+	Latency *latencyReport `json:"latency,omitempty"`
 }
 
 // streamResult is one stream as one side measured it.

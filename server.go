@@ -29,6 +29,7 @@ type server struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by cookie, while streams may join
 	running  int                 // tests holding a slot
+	pings    int                 // probe connections open (ping.go)
 	admitted int                 // tests ever accepted, for --one-off
 	tests    sync.WaitGroup      // every test goroutine
 	oneOff   chan struct{}       // closed after the first test with -1
@@ -240,6 +241,10 @@ func (s *server) handle(c *wsConn, peer string) {
 		s.tests.Add(1)
 		defer s.tests.Done()
 		s.reverseTrace(c, &req, peer)
+	case msgPing:
+		s.tests.Add(1)
+		defer s.tests.Done()
+		s.ping(c, msg, peer)
 	default:
 		c.Close(statusPolicyViolation, "unexpected first message "+strconv.Quote(kind))
 	}
@@ -342,7 +347,7 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 	defer s.release(sess)
 	plan := s.planUDP(req)
 	defer plan.end()
-	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer}); err != nil {
+	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Latency: req.Latency != nil}); err != nil {
 		c.Abort()
 		return
 	}
@@ -417,6 +422,7 @@ func (t *serverTest) run() {
 		refuse(t.ctrl, statusPolicyViolation, err.Error())
 		return
 	}
+	run.answerPings(t.sess.req.Latency, time.Now().Add(t.hardStop+closeWait))
 	if err := sendJSON(t.ctrl, startMsg{Type: msgStart}); err != nil {
 		t.ctrl.Abort()
 		return
@@ -612,6 +618,7 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 		v.remote = client.Streams
 		v.remoteCPU = client.CPU
 		v.remoteCong = client.Congestion
+		v.latency = client.Latency
 	}
 	return v
 }
@@ -648,7 +655,7 @@ func (s *server) logTest(v *testView, runErr error) {
 	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
 		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
-	line += v.logUDP()
+	line += v.logUDP() + v.logLatency()
 	if runErr != nil {
 		line += " error: " + runErr.Error()
 	}
