@@ -939,12 +939,27 @@ func fmtMs(v float64) string {
 	return fmt.Sprintf("%.0f", v)
 }
 
-// logLatency is what the server's log line adds: the headline.
+// logLatency is what the server's log line adds, as key=value pairs:
+// idle median, loaded p90, RPM and grade, as far as they are known.
 func (v *testView) logLatency() string {
-	if v.latency == nil {
+	r := v.latency
+	if r == nil {
 		return ""
 	}
-	return " " + v.latency.headline()
+	var kv []string
+	if r.Idle != nil && r.Idle.Count > 0 {
+		kv = append(kv, "idle="+fmtMs(r.Idle.MedianMs)+"ms")
+	}
+	if r.LoadedP90Ms > 0 {
+		kv = append(kv, "loaded_p90="+fmtMs(r.LoadedP90Ms)+"ms", fmt.Sprintf("rpm=%.0f", r.RPM))
+	}
+	if r.Grade != "" {
+		kv = append(kv, "grade="+r.Grade)
+	}
+	if len(kv) == 0 {
+		return ""
+	}
+	return " " + strings.Join(kv, " ")
 }
 
 // intervalLatency is interval k's probes for the -J document: the span
