@@ -551,6 +551,7 @@ func (p *latencyProber) run(run *testRun, hardStop time.Duration) {
 		return
 	}
 	p.start = time.Now()
+	run.hold = p.hold
 	if p.off() {
 		return
 	}
