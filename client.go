@@ -81,23 +81,24 @@ func targetURL(cfg *config) (*url.URL, error) {
 // requestFrom builds the test request from the options.
 func requestFrom(cfg *config) testRequest {
 	req := testRequest{
-		Type:       msgTest,
-		Version:    protocolVersion,
-		Cookie:     newCookie(),
-		Direction:  dirUpload,
-		Protocol:   "tcp",
-		Time:       cfg.duration,
-		Bytes:      cfg.bytes,
-		Blocks:     cfg.blocks,
-		Length:     cfg.length,
-		Parallel:   cfg.parallel,
-		Omit:       cfg.omit,
-		Interval:   cfg.interval,
-		Window:     cfg.window,
-		NoDelay:    cfg.noDelay,
-		Congestion: cfg.congestion,
-		MSS:        cfg.mss,
-		Client:     software,
+		Type:         msgTest,
+		Version:      protocolVersion,
+		Cookie:       newCookie(),
+		Direction:    dirUpload,
+		Protocol:     "tcp",
+		Time:         cfg.duration,
+		Bytes:        cfg.bytes,
+		Blocks:       cfg.blocks,
+		Length:       cfg.length,
+		Parallel:     cfg.parallel,
+		Omit:         cfg.omit,
+		Interval:     cfg.interval,
+		Window:       cfg.window,
+		NoDelay:      cfg.noDelay,
+		Congestion:   cfg.congestion,
+		MSS:          cfg.mss,
+		Client:       software,
+		NotSentLowat: cfg.notSentLowat,
 	}
 	if cfg.udp {
 		req.Protocol, req.Rate, req.UDPTransport = "udp", cfg.rate, cfg.udpTransport
@@ -166,7 +167,7 @@ func dialServer(ctx context.Context, cfg *config, u *url.URL, opt dialOptions) (
 }
 
 func (t *clientTest) sockOpts() sockOpts {
-	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.cfg.noDelay}
+	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.cfg.noDelay, notSentLowat: t.cfg.notSentLowat}
 }
 
 // dial opens the control connection, or with isStream a stream, which

@@ -258,6 +258,9 @@ func TestLatencyFlagErrors(t *testing.T) {
 		{[]string{"--latency-interval", "0.001"}, "--latency-interval"},
 		{[]string{"--latency-interval", "x"}, "--latency-interval"},
 		{[]string{"--no-latency", "--latency-interval", "1"}, "--no-latency"},
+		{[]string{"--notsent-lowat", "100"}, "--notsent-lowat"},
+		{[]string{"--notsent-lowat", "2G"}, "--notsent-lowat"},
+		{[]string{"--ping", "--notsent-lowat", "128K"}, "--notsent-lowat"},
 	} {
 		code, stdout, stderr := runArgs(t, append([]string{"-c", noServer}, tc.args...)...)
 		lines := e2eLines(stderr)
@@ -310,6 +313,16 @@ func TestLatencyUnderLoad(t *testing.T) {
 	}
 	if r := srv.mustRun(t, "-t", "0.5", "--no-latency"); strings.Contains(r.stdout, "Latency") {
 		t.Errorf("--no-latency still reports latency:\n%s", r.stdout)
+	}
+	// Both ends cap their senders' unsent bytes; self probes still run.
+	doc = e2eDecode(t, srv.mustRun(t, "-t", "0.5", "--bidir", "--notsent-lowat", "128K", "-J").stdout)
+	if e2eInt(t, doc, "start.test_parameters.notsent_lowat") != 128<<10 {
+		t.Error("the request lacks notsent_lowat")
+	}
+	for _, dir := range []string{"up", "down"} {
+		if e2eFloat(t, doc, "end.wperf.latency.self."+dir+".median_ms") <= 0 {
+			t.Errorf("--bidir: no self probes on the %s streams", dir)
+		}
 	}
 }
 

@@ -172,6 +172,7 @@ type config struct {
 	rate            float64 // bits/s per stream; 0 unpaced
 	udpTransport    string
 	noLatency       bool
+	notSentLowat    int     // bytes; 0: the kernel's default
 	latencyInterval float64 // seconds between latency probes of a kind
 	ping            bool    // --ping: round trips only, no bandwidth test
 	pingCount       int
@@ -328,6 +329,14 @@ var options = []option{
 		return nil
 	}},
 	{'M', "set-mss", "N", inClient, "TCP maximum segment size", intOpt(func(c *config) *int { return &c.mss }, 88, 65535)},
+	{0, "notsent-lowat", "N[KMG]", inClient, "cap each sending socket's unsent bytes (TCP_NOTSENT_LOWAT, Linux; both ends): less queue in the sender", func(c *config, v string) error {
+		n, err := parseSize(v)
+		if err != nil || n < 1024 || n > maxNotSentLowat {
+			return fmt.Errorf("bad --notsent-lowat %q: want 1K to 1G", v)
+		}
+		c.notSentLowat = int(n)
+		return nil
+	}},
 
 	// client: output
 	{'f', "format", "[kmgtKMGT]", inClient, "units: bits (kmgt) or bytes (KMGT); adaptive by default", func(c *config, v string) error {
@@ -607,7 +616,7 @@ func (c *config) checkReverseTrace() error {
 		return fmt.Errorf("--tr-timeout %g: a reverse traceroute waits %g to %g s per probe", c.trTimeout, minReverseTimeout, maxReverseTimeout)
 	}
 	for _, name := range []string{"time", "bytes", "blockcount", "reverse", "bidir", "parallel", "omit", "length",
-		"window", "congestion", "set-mss", "no-delay", "json-stream", "get-server-output", "format", "interval"} {
+		"window", "congestion", "set-mss", "notsent-lowat", "no-delay", "json-stream", "get-server-output", "format", "interval"} {
 		if c.set[name] {
 			return fmt.Errorf("--reverse-traceroute runs no bandwidth test, so --%s does not apply", name)
 		}

@@ -148,7 +148,7 @@ func (s *server) logPing(peer string, n int, d time.Duration, err error) {
 // option of a bandwidth test.
 func (c *config) checkPing() error {
 	for _, name := range []string{"reverse", "bidir", "parallel", "udp", "bitrate", "bandwidth", "udp-transport",
-		"udp-counters-64bit", "bytes", "blockcount", "omit", "window", "no-delay", "congestion", "set-mss",
+		"udp-counters-64bit", "bytes", "blockcount", "omit", "window", "no-delay", "congestion", "set-mss", "notsent-lowat",
 		"get-server-output", "format", "reverse-traceroute", "latency-interval", "no-latency"} {
 		if c.set[name] {
 			return fmt.Errorf("--ping runs no bandwidth test, so --%s does not apply", name)

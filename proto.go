@@ -83,6 +83,9 @@ type testRequest struct {
 	Client       string `json:"client,omitempty"` // software and version, for logs
 	// Latency says the client probes latency during the test (latency.go).
 	Latency *latencyRequest `json:"latency,omitempty"`
+	// NotSentLowat caps the unsent bytes in each sending stream's socket
+	// (Linux TCP_NOTSENT_LOWAT), so less of the test waits in the sender.
+	NotSentLowat int `json:"notsent_lowat,omitempty"`
 }
 
 // Bounds of a test request, shared by the client's option checks and the
@@ -91,6 +94,8 @@ const (
 	maxLength   = 16 << 20 // the largest message a test may ask for
 	maxParallel = 128      // streams per direction
 	minInterval = 0.1      // seconds between interval reports, as iperf3 allows
+	// maxNotSentLowat bounds --notsent-lowat: beyond it the cap caps nothing.
+	maxNotSentLowat = 1 << 30
 )
 
 // Limits of the control channel.
@@ -130,6 +135,8 @@ func (req *testRequest) check() error {
 		return fmt.Errorf("parallel %d out of range 1..%d", req.Parallel, maxParallel)
 	case req.Bytes < 0 || req.Blocks < 0 || req.Omit < 0 || req.Interval < 0 || req.Window < 0 || req.MSS < 0:
 		return errors.New("negative bytes, blocks, omit, interval, window or mss")
+	case req.NotSentLowat < 0 || req.NotSentLowat > maxNotSentLowat:
+		return fmt.Errorf("notsent_lowat %d out of range 0..%d", req.NotSentLowat, maxNotSentLowat)
 	case req.Blocks > math.MaxInt64/int64(req.Length):
 		return errors.New("blocks × length overflows")
 	case req.Interval != 0 && req.Interval < minInterval:

@@ -436,7 +436,7 @@ func (t *serverTest) run() {
 // and builds the run.
 func (t *serverTest) prepare() (*testRun, error) {
 	s, req := t.srv, &t.sess.req
-	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay}
+	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay, notSentLowat: req.NotSentLowat}
 	t.hardStop = req.hardStop(s.idle, seconds2dur(s.cfg.maxDuration)+s.idle)
 	run := newTestRun(req, s.idle, t.hardStop)
 	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
