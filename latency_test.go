@@ -6,10 +6,16 @@ package main
 // checks; and the latency block of TCP and UDP tests.
 
 import (
+	"context"
 	"encoding/binary"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -352,4 +358,116 @@ func e2eGet2(t *testing.T, v any, path string) string {
 	x, _ := e2eGet(v, path)
 	s, _ := x.(string)
 	return s
+}
+
+// BenchmarkProbeRoundTrip compares a --ping probe's round trip (64 bytes
+// over wperf.v1, to wperf's server) with the floor: the same request and
+// response over a plain TCP socket to a tiny echo, in the same run and
+// process, one probe every millisecond. It reports each one's median in
+// µs (median-µs); wperf's should be within 30 µs of the floor's.
+func BenchmarkProbeRoundTrip(b *testing.B) {
+	const size, pause = defaultProbeSize, time.Millisecond
+	b.Run("tcp", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err == nil {
+				io.Copy(c, c)
+			}
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		msg := make([]byte, size)
+		benchRoundTrips(b, pause, func() error {
+			if _, err := c.Write(msg); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(c, msg)
+			return err
+		})
+	})
+	b.Run("wperf", func(b *testing.B) {
+		cfg := defaultConfig()
+		cfg.mode, cfg.host, cfg.port = modeClient, "127.0.0.1", 0
+		cfg.port, _ = strconv.Atoi(benchServer(b))
+		u, err := targetURL(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d := probeDialer{cfg: cfg, u: u}
+		c, _, err := d.open(context.Background(), pingPurposeProbe)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close(statusNormal, "done")
+		msg := make([]byte, size)
+		var buf []byte
+		benchRoundTrips(b, pause, func() error {
+			putDatagramHeader(msg, 1, 0)
+			if err := c.WriteMessage(opBinary, msg); err != nil {
+				return err
+			}
+			_, reply, err := c.ReadMessage(buf)
+			buf = reply
+			return err
+		})
+	})
+}
+
+// benchRoundTrips times b.N round trips, pause apart, and reports their
+// median in µs.
+func benchRoundTrips(b *testing.B, pause time.Duration, roundTrip func() error) {
+	rtts := make([]float64, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		if err := roundTrip(); err != nil {
+			b.Fatal(err)
+		}
+		rtts = append(rtts, float64(time.Since(t0).Nanoseconds())/1e3)
+		time.Sleep(pause)
+	}
+	b.StopTimer()
+	b.ReportMetric(newStats(rtts, 0).MedianMs, "median-µs")
+}
+
+// TestPingCtrlC: SIGINT ends --ping with the summary so far and exit 0,
+// as ping does.
+func TestPingCtrlC(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS == "windows" {
+		t.Skip("there is no SIGINT to send a process on Windows")
+	}
+	srv := startE2EServer(t)
+	var out e2eBuffer
+	cmd := exec.Command(wperfBinary(t), srv.args("--ping", "--ping-count", "1000", "-i", "0.05")...)
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e2eWaitFor(t, 10*time.Second, "three replies", func() bool { return strings.Contains(out.String(), "seq=3 ") })
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGINT: %v, want 0 as some probes were answered", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("still running 10 s after SIGINT:\n%s", out.String())
+	}
+	if !regexp.MustCompile(`(?m)^\d+ transmitted, \d+ received, `).MatchString(out.String()) || strings.Contains(out.String(), "1000 transmitted") {
+		t.Errorf("no summary of the probes so far:\n%s", out.String())
+	}
 }

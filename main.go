@@ -280,7 +280,7 @@ var options = []option{
 	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
 	{'n', "bytes", "N[KMG]", inClient, "bytes to send per direction, instead of -t", sizeOpt(func(c *config) *int64 { return &c.bytes }, 1)},
 	{'k', "blockcount", "N[KMG]", inClient, "messages to send per direction, instead of -t or -n", sizeOpt(func(c *config) *int64 { return &c.blocks }, 1)},
-	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test)", secondsOpt(func(c *config) *float64 { return &c.interval }, 0, 86400)},
+	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test); with --ping between probes", secondsOpt(func(c *config) *float64 { return &c.interval }, 0, 86400)},
 	{'R', "reverse", "", inClient, "the server sends, the client receives", switchOpt(func(c *config) *bool { return &c.reverse })},
 	{0, "bidir", "", inClient, "send and receive at the same time", switchOpt(func(c *config) *bool { return &c.bidir })},
 	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intOpt(func(c *config) *int { return &c.parallel }, 1, maxParallel)},
@@ -304,7 +304,7 @@ var options = []option{
 	{0, "ping-timeout", "SEC", inClient, "a --ping reply later than this counts as lost (default 2)", secondsOpt(func(c *config) *float64 { return &c.pingTimeout }, 0.001, 60)},
 
 	// client: socket and message
-	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M); with -u the datagram payload, 16 to 65507 (default 1400)", func(c *config, v string) error {
+	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M); with -u the datagram payload, 16 to 65507 (default 1400); with --ping the probe size, 16 to 64K (default 64)", func(c *config, v string) error {
 		n, err := parseSize(v)
 		if err != nil || n < 1 || n > maxLength {
 			return fmt.Errorf("bad --length %q: want 1 to %dM", v, maxLength>>20)
