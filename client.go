@@ -81,25 +81,25 @@ func targetURL(cfg *config) (*url.URL, error) {
 // requestFrom builds the test request from the options.
 func requestFrom(cfg *config) testRequest {
 	req := testRequest{
-		Type:         msgTest,
-		Version:      protocolVersion,
-		Cookie:       newCookie(),
-		Direction:    dirUpload,
-		Protocol:     "tcp",
-		Time:         cfg.duration,
-		Bytes:        cfg.bytes,
-		Blocks:       cfg.blocks,
-		Length:       cfg.length,
-		Parallel:     cfg.parallel,
-		Omit:         cfg.omit,
-		Interval:     cfg.interval,
-		Window:       cfg.window,
-		NoDelay:      cfg.noDelay,
-		Congestion:   cfg.congestion,
-		MSS:          cfg.mss,
-		Client:       software,
-		NotSentLowat: cfg.notSentLowat,
+		Type:       msgTest,
+		Version:    protocolVersion,
+		Cookie:     newCookie(),
+		Direction:  dirUpload,
+		Protocol:   "tcp",
+		Time:       cfg.duration,
+		Bytes:      cfg.bytes,
+		Blocks:     cfg.blocks,
+		Length:     cfg.length,
+		Parallel:   cfg.parallel,
+		Omit:       cfg.omit,
+		Interval:   cfg.interval,
+		Window:     cfg.window,
+		NoDelay:    cfg.noDelay,
+		Congestion: cfg.congestion,
+		MSS:        cfg.mss,
+		Client:     software,
 	}
+	req.NotSentLowat = cfg.notSentLowat
 	if cfg.udp {
 		req.Protocol, req.Rate, req.UDPTransport = "udp", cfg.rate, cfg.udpTransport
 	}

@@ -55,7 +55,7 @@ const (
 	// path that stalls does not pile up connections.
 	maxForeignInFlight = 16
 	// maxLatencySamples bounds the samples one test keeps (about 100
-	// bytes each); later probes still count in no statistic.
+	// bytes each, some 20 MB in all); probes past it are not kept.
 	maxLatencySamples = 200_000
 )
 
@@ -551,10 +551,10 @@ func (p *latencyProber) run(run *testRun, hardStop time.Duration) {
 		return
 	}
 	p.start = time.Now()
-	run.hold = p.hold
 	if p.off() {
 		return
 	}
+	run.hold = p.hold
 	p.dial.resolve(p.ctx)
 	deadline := p.start.Add(hardStop + closeWait)
 	byDir := map[string][]*stream{}
@@ -578,7 +578,7 @@ func (p *latencyProber) run(run *testRun, hardStop time.Duration) {
 	for dir, ss := range byDir {
 		for i, s := range ss {
 			p.wg.Add(1)
-			go p.pingStream(s.conn, dir, time.Duration(i)*p.every, time.Duration(len(ss))*p.every, run.stopping)
+			go p.pingStream(s.conn, dir, time.Duration(i)*p.every, time.Duration(len(ss))*p.every, run)
 		}
 	}
 	p.wg.Add(2)
@@ -655,8 +655,9 @@ func (p *latencyProber) phase(at time.Duration) string {
 // pingStream sends a self probe on c every period, starting after
 // offset, so the streams of one direction take turns: one probe per
 // interval and direction, whatever -P.
-func (p *latencyProber) pingStream(c *wsConn, dir string, offset, period time.Duration, stop <-chan struct{}) {
+func (p *latencyProber) pingStream(c *wsConn, dir string, offset, period time.Duration, run *testRun) {
 	defer p.wg.Done()
+	stop := run.stopping
 	if !waitFor(offset, stop) {
 		return
 	}
@@ -667,7 +668,9 @@ func (p *latencyProber) pingStream(c *wsConn, dir string, offset, period time.Du
 		seq := p.book.add(probeSample{Kind: probeSelf, Direction: dir, sent: time.Now()})
 		binary.BigEndian.PutUint64(payload[:], seq)
 		// Ping waits while a batch is being written: that wait is part
-		// of what a self probe measures.
+		// of what a self probe measures. The deadline is the one a
+		// sender sets, so a dead peer cannot hold the probe for ever.
+		c.SetWriteDeadline(time.Now().Add(run.idle))
 		if c.Ping(payload[:]) != nil {
 			return
 		}
