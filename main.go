@@ -15,6 +15,9 @@
 //	stream.go        the engine both ends share: move bytes, count them,
 //	                 close intervals
 //	reverse_trace.go both ends of the reverse traceroute, and its limits
+//	latency.go       latency under load: idle phase, foreign and self
+//	                 probes, their statistics, RPM and bufferbloat grade
+//	ping.go          the probe connection (server side) and wperf --ping
 //	report.go        output: lines, units, the test view, the live reporter
 //	report_text.go   iperf3's text layout
 //	report_json.go   iperf3's -J document
