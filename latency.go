@@ -756,7 +756,9 @@ func (p *latencyProber) foreign() (probeSample, error) {
 	s := probeSample{Kind: probeForeign, sent: time.Now()}
 	c, times, err := p.dial.open(ctx, pingPurposeProbe)
 	if err == nil {
-		defer func() { go c.Close(statusNormal, "done") }()
+		// The probe is done with its echo: no close handshake, whose
+		// frames and wait would only cost both ends CPU.
+		defer c.Abort()
 		stop := context.AfterFunc(ctx, c.Abort)
 		defer stop()
 		var rtt time.Duration
