@@ -32,10 +32,9 @@ func runClient(ctx context.Context, cfg *config, stdout io.Writer) error {
 		return err
 	}
 	defer out.Close()
-	// The original wperf's protocol (legacy_client.go): asked for (and
-	// for --ping, until wperf.v1 has its own), or once, when the server
-	// turns out to be an old wperf.
-	if cfg.legacy || cfg.ping {
+	// The original wperf's protocol (legacy_client.go): asked for, or
+	// once, when the server turns out to be an old wperf.
+	if cfg.legacy {
 		return runLegacy(ctx, cfg, out, "")
 	}
 	if cfg.reverseTrace {
@@ -43,6 +42,9 @@ func runClient(ctx context.Context, cfg *config, stdout io.Writer) error {
 			return err
 		}
 		return retryLegacy(ctx, cfg, out)
+	}
+	if cfg.ping {
+		return runPing(ctx, cfg, out)
 	}
 	rep := newReporter(cfg, out)
 	t := &clientTest{cfg: cfg, rep: rep, idle: seconds2dur(cfg.idleTimeout)}
@@ -64,6 +66,9 @@ type clientTest struct {
 	offer           *udpOffer
 	transport       string
 	transportReason string
+	// Latency under load: the probes and, after the run, their report.
+	probes  *latencyProber
+	latency *latencyReport
 }
 
 // targetURL turns -c and -p into the server's URL. A bare host gets
@@ -105,6 +110,7 @@ func requestFrom(cfg *config) testRequest {
 		MSS:        cfg.mss,
 		Client:     software,
 	}
+	req.NotSentLowat = cfg.notSentLowat
 	if cfg.udp {
 		req.Protocol, req.Rate, req.UDPTransport = "udp", cfg.rate, cfg.udpTransport
 	}
@@ -175,7 +181,7 @@ func dialServer(ctx context.Context, cfg *config, u *url.URL, opt dialOptions) (
 }
 
 func (t *clientTest) sockOpts() sockOpts {
-	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.req.NoDelay}
+	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.req.NoDelay, notSentLowat: t.cfg.notSentLowat}
 }
 
 // dial opens the control connection, or with isStream a stream, which
@@ -196,10 +202,13 @@ func (t *clientTest) run(ctx context.Context) error {
 		return err
 	}
 	t.req = requestFrom(t.cfg)
+	t.probes = newLatencyProber(t.cfg, t.url)
+	t.req.Latency = t.probes.request()
 	t.rep.connecting(t.url, &t.req)
 	if t.req.udp() && t.req.Rate == 0 && t.rep.text() {
 		t.rep.out.println("warning: -b 0 sends as fast as the path takes it, so loss is expected")
 	}
+	t.probes.idleBefore(ctx)
 	streams, err := t.setUp(ctx)
 	defer func() {
 		if t.ctrl != nil {
@@ -261,6 +270,7 @@ func (t *clientTest) negotiate() error {
 		json.Unmarshal(msg, &a)
 		t.rep.serverVersion = a.Server
 		t.offer = a.UDP
+		t.probes.serverAgreed(a.Latency)
 		return nil
 	case msgRefuse, msgError:
 		return refusal(msg)
@@ -345,7 +355,10 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	t.engine = run
 	t.rep.view.transport, t.rep.view.transportReason = t.transport, t.transportReason
 	t.rep.started(run.connections())
-	run.onIntervalClosed = func(final bool) { t.rep.intervalClosed(run.latestIntervals(), final) }
+	run.onIntervalClosed = func(final bool) {
+		t.liveLatency()
+		t.rep.intervalClosed(run.latestIntervals(), final)
+	}
 
 	// Ctrl-C: our senders stop through the context; the server's stop
 	// when we ask.
@@ -359,7 +372,9 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		abortAll(run.streams)
 	}})
 
+	t.probes.run(run, hardStop)
 	runErr := run.run(runCtx)
+	t.latency = t.probes.finish()
 	if runErr != nil {
 		// When the server ends a test it says why on the control
 		// connection, which can arrive just after its streams drop: a
@@ -372,7 +387,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		t.rep.end(t.view(nil))
 		return fmt.Errorf("test failed: %w", runErr)
 	}
-	mine := resultsMsg{Type: msgResults, Streams: run.summaries(), CPU: run.cpu, Congestion: run.congestion}
+	mine := resultsMsg{Type: msgResults, Streams: run.summaries(), CPU: run.cpu, Congestion: run.congestion, Latency: t.latency.summary()}
 	if err := sendJSON(t.ctrl, mine); err != nil {
 		return fmt.Errorf("send results: %w", err)
 	}
@@ -401,6 +416,7 @@ func (t *clientTest) view(server *resultsMsg) *testView {
 	v.local = t.engine.results()
 	v.localCPU = t.engine.cpu
 	v.localCong = t.engine.congestion
+	v.latency = t.latency
 	if server != nil {
 		v.remote = server.Streams
 		v.remoteCPU = server.CPU

@@ -75,8 +75,12 @@ func (c *config) checkLegacy() error {
 	if len(c.sim) > 0 {
 		c.warnings = append(c.warnings, strings.Join(c.sim, ", ")+": accepted for old wperf scripts, but wperf measures the real path and simulates nothing")
 	}
-	if err := c.checkPing(); err != nil {
-		return err
+	if !c.ping {
+		for _, name := range []string{"ping-count", "ping-timeout"} {
+			if c.set[name] {
+				return fmt.Errorf("--%s needs --ping", name)
+			}
+		}
 	}
 	if !c.legacy {
 		return nil
@@ -93,23 +97,6 @@ func (c *config) checkLegacy() error {
 		}
 	}
 	return c.legacyFits()
-}
-
-// checkPing keeps --ping to round trips, as the original did.
-func (c *config) checkPing() error {
-	if !c.ping {
-		if c.set["ping-count"] {
-			return errors.New("--ping-count needs --ping")
-		}
-		return nil
-	}
-	for _, name := range []string{"time", "bytes", "blockcount", "reverse", "bidir", "udp", "parallel", "omit", "length",
-		"reverse-traceroute", "json-stream", "get-server-output", "window", "congestion", "set-mss", "no-delay"} {
-		if c.set[name] {
-			return fmt.Errorf("--ping runs no bandwidth test, so --%s does not apply", name)
-		}
-	}
-	return nil
 }
 
 // legacyFits says what an old server cannot do of what the options ask.

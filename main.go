@@ -26,6 +26,9 @@
 //	udp_linux.go     recvmmsg/sendmmsg, UDP GSO and the TCP send queue on
 //	                 Linux; udp_other.go: portable stand-ins
 //	reverse_trace.go both ends of the reverse traceroute, and its limits
+//	latency.go       latency under load: idle phase, foreign and self
+//	                 probes, their statistics, RPM and bufferbloat grade
+//	ping.go          the probe connection (server side) and wperf --ping
 //	report.go        output: lines, units, the test view, datagram counts,
 //	                 the live reporter
 //	report_text.go   iperf3's text layout
@@ -199,9 +202,13 @@ type config struct {
 	rate            float64 // bits/s per stream; 0 unpaced
 	udpTransport    string
 	legacy          bool     // speak the original Python wperf's protocol
-	ping            bool     // round trips instead of a bandwidth test
-	pingCount       int      // --ping-count
 	sim             []string // the original's --sim-* options given; they do nothing
+	noLatency       bool
+	notSentLowat    int     // bytes; 0: the kernel's default
+	latencyInterval float64 // seconds between latency probes of a kind
+	ping            bool    // --ping: round trips only, no bandwidth test
+	pingCount       int
+	pingTimeout     float64
 
 	// traceroute
 	traceHost  string
@@ -236,6 +243,8 @@ func defaultConfig() *config {
 		pingCount:         10,
 		maxUDPRate:        1e9,
 		connectTimeout:    10,
+		latencyInterval:   0.1,
+		pingTimeout:       2,
 		trProto:           "udp",
 		trMaxHops:         30,
 		trTimeout:         1,
@@ -321,7 +330,7 @@ var options = []option{
 	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
 	{'n', "bytes", "N[KMG]", inClient, "bytes to send per direction, instead of -t", sizeOpt(func(c *config) *int64 { return &c.bytes }, 1)},
 	{'k', "blockcount", "N[KMG]", inClient, "messages to send per direction, instead of -t or -n", sizeOpt(func(c *config) *int64 { return &c.blocks }, 1)},
-	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test)", secondsOpt(func(c *config) *float64 { return &c.interval }, 0, 86400)},
+	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test); with --ping between probes", secondsOpt(func(c *config) *float64 { return &c.interval }, 0, 86400)},
 	{'R', "reverse", "", inClient, "the server sends, the client receives", switchOpt(func(c *config) *bool { return &c.reverse })},
 	{0, "bidir", "", inClient, "send and receive at the same time", switchOpt(func(c *config) *bool { return &c.bidir })},
 	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intOpt(func(c *config) *int { return &c.parallel }, 1, maxParallel)},
@@ -338,9 +347,14 @@ var options = []option{
 	}},
 	{0, "udp-counters-64bit", "", inClient, "accepted for iperf3 scripts: UDP counters are always 64-bit", func(*config, string) error { return nil }},
 	{'O', "omit", "SEC", inClient, "leave the first SEC seconds out of the results", secondsOpt(func(c *config) *float64 { return &c.omit }, 0, 86400)},
+	{0, "latency-interval", "SEC", inClient, "seconds between latency probes of each kind during a test (default 0.1)", secondsOpt(func(c *config) *float64 { return &c.latencyInterval }, 0.01, 10)},
+	{0, "no-latency", "", inClient, "probe no latency during a test", switchOpt(func(c *config) *bool { return &c.noLatency })},
+	{0, "ping", "", inClient, "run no bandwidth test: time round trips to the server, as ping does (-i, -l, -t apply)", switchOpt(func(c *config) *bool { return &c.ping })},
+	{0, "ping-count", "N", inClient, "probes --ping sends (default 10)", intOpt(func(c *config) *int { return &c.pingCount }, 1, maxPingCount)},
+	{0, "ping-timeout", "SEC", inClient, "a --ping reply later than this counts as lost (default 2)", secondsOpt(func(c *config) *float64 { return &c.pingTimeout }, 0.001, 60)},
 
 	// client: socket and message
-	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M); with -u the datagram payload, 16 to 65507 (default 1400)", func(c *config, v string) error {
+	{'l', "length", "N[KMG]", inClient, "message size (default 64K, up to 16M); with -u the datagram payload, 16 to 65507 (default 1400); with --ping the probe size, 16 to 64K (default 64)", func(c *config, v string) error {
 		n, err := parseSize(v)
 		if err != nil || n < 1 || n > maxLength {
 			return fmt.Errorf("bad --length %q: want 1 to %dM", v, maxLength>>20)
@@ -365,6 +379,14 @@ var options = []option{
 		return nil
 	}},
 	{'M', "set-mss", "N", inClient, "TCP maximum segment size", intOpt(func(c *config) *int { return &c.mss }, 88, 65535)},
+	{0, "notsent-lowat", "N[KMG]", inClient, "cap each sending socket's unsent bytes (TCP_NOTSENT_LOWAT, Linux; both ends): less queue in the sender", func(c *config, v string) error {
+		n, err := parseSize(v)
+		if err != nil || n < 1024 || n > maxNotSentLowat {
+			return fmt.Errorf("bad --notsent-lowat %q: want 1K to 1G", v)
+		}
+		c.notSentLowat = int(n)
+		return nil
+	}},
 
 	// client: output
 	{'f', "format", "[kmgtKMGT]", inClient, "units: bits (kmgt) or bytes (KMGT); adaptive by default", func(c *config, v string) error {
@@ -381,8 +403,6 @@ var options = []option{
 	// client: connection
 	{0, "connect-timeout", "SEC", inClient, "give up connecting after SEC seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.connectTimeout }, 0.001, 3600)},
 	{0, "reverse-traceroute", "", inClient, "run no test: have the server trace the route back to this client (--tr-* options apply)", switchOpt(func(c *config) *bool { return &c.reverseTrace })},
-	{0, "ping", "", inClient, "run no bandwidth test: time round trips over the WebSocket, one per -i seconds (default 1)", switchOpt(func(c *config) *bool { return &c.ping })},
-	{0, "ping-count", "N", inClient, "round trips with --ping (default 10)", intOpt(func(c *config) *int { return &c.pingCount }, 1, 100000)},
 	{0, "legacy", "", inClient, "speak the original Python wperf's protocol, to an old server (also tried on its own when a server does not answer wperf.v1); -v then means --verbose", switchOpt(func(c *config) *bool { return &c.legacy })},
 	{0, "sim-latency", "MS", inClient, simHelp, simOpt("sim-latency", simMillis)},
 	{0, "sim-jitter", "MS", inClient, simHelp, simOpt("sim-jitter", simMillis)},
@@ -595,6 +615,12 @@ func (c *config) checkClient() error {
 	if err := c.checkReverseTrace(); err != nil {
 		return err
 	}
+	if c.ping {
+		return c.checkPing()
+	}
+	if err := c.checkLatency(); err != nil {
+		return err
+	}
 	switch {
 	case c.host == "":
 		return errors.New("-c needs a host")
@@ -662,7 +688,7 @@ func (c *config) checkReverseTrace() error {
 		return fmt.Errorf("--tr-timeout %g: a reverse traceroute waits %g to %g s per probe", c.trTimeout, minReverseTimeout, maxReverseTimeout)
 	}
 	for _, name := range []string{"time", "bytes", "blockcount", "reverse", "bidir", "parallel", "omit", "length",
-		"window", "congestion", "set-mss", "no-delay", "json-stream", "get-server-output", "format", "interval"} {
+		"window", "congestion", "set-mss", "notsent-lowat", "no-delay", "json-stream", "get-server-output", "format", "interval"} {
 		if c.set[name] {
 			return fmt.Errorf("--reverse-traceroute runs no bandwidth test, so --%s does not apply", name)
 		}

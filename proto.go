@@ -37,6 +37,7 @@ const (
 	msgError     = "error"     // both ways, control: the test failed, why
 	msgTransport = "transport" // client → server, control: how a UDP test's datagrams travel
 	msgSent      = "sent"      // both ways, control: this side's real-UDP senders are done
+	msgPing      = "ping"      // client → server, first message of a probe connection (ping.go)
 	msgTraceHop  = "hop"       // server → client: one reverse traceroute hop
 	msgTraceEnd  = "trace_end"
 )
@@ -80,6 +81,11 @@ type testRequest struct {
 	// ServerOutput asks for the server's own report: "text" or "json".
 	ServerOutput string `json:"server_output,omitempty"`
 	Client       string `json:"client,omitempty"` // software and version, for logs
+	// Latency says the client probes latency during the test (latency.go).
+	Latency *latencyRequest `json:"latency,omitempty"`
+	// NotSentLowat caps the unsent bytes in each sending stream's socket
+	// (Linux TCP_NOTSENT_LOWAT), so less of the test waits in the sender.
+	NotSentLowat int `json:"notsent_lowat,omitempty"`
 }
 
 // Bounds of a test request, shared by the client's option checks and the
@@ -88,6 +94,8 @@ const (
 	maxLength   = 16 << 20 // the largest message a test may ask for
 	maxParallel = 128      // streams per direction
 	minInterval = 0.1      // seconds between interval reports, as iperf3 allows
+	// maxNotSentLowat bounds --notsent-lowat: beyond it the cap caps nothing.
+	maxNotSentLowat = 1 << 30
 )
 
 // Limits of the control channel.
@@ -131,6 +139,8 @@ func (req *testRequest) check() error {
 		return fmt.Errorf("parallel %d out of range 1..%d", req.Parallel, maxParallel)
 	case req.Bytes < 0 || req.Blocks < 0 || req.Omit < 0 || req.Interval < 0 || req.Window < 0 || req.MSS < 0:
 		return errors.New("negative bytes, blocks, omit, interval, window or mss")
+	case req.NotSentLowat < 0 || req.NotSentLowat > maxNotSentLowat:
+		return fmt.Errorf("notsent_lowat %d out of range 0..%d", req.NotSentLowat, maxNotSentLowat)
 	case req.Blocks > math.MaxInt64/int64(req.Length):
 		return errors.New("blocks × length overflows")
 	case req.Interval != 0 && req.Interval < minInterval:
@@ -142,7 +152,7 @@ func (req *testRequest) check() error {
 	case req.ServerOutput != "" && req.ServerOutput != "text" && req.ServerOutput != "json":
 		return fmt.Errorf("unknown server_output %q", req.ServerOutput)
 	}
-	return nil
+	return req.Latency.check(req.Omit)
 }
 
 // udp tells a UDP test from a TCP one.
@@ -192,6 +202,8 @@ type acceptMsg struct {
 	Cookie  string `json:"cookie"`
 	// UDP offers real UDP to a UDP test whose transport allows it.
 	UDP *udpOffer `json:"udp,omitempty"`
+	// Latency: the server answers the latency probes the request announced.
+	Latency bool `json:"latency,omitempty"`
 }
 
 // udpOffer is where a UDP test's datagrams may go, and the session's
@@ -246,6 +258,8 @@ type resultsMsg struct {
 	// The server's report of the test, when the client asked for it.
 	ServerText string          `json:"server_output_text,omitempty"`
 	ServerJSON json.RawMessage `json:"server_output_json,omitempty"`
+	// Latency is the client's latency summary, for the server's report.
+	Latency *latencyReport `json:"latency,omitempty"`
 }
 
 // streamResult is one stream as one side measured it.

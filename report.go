@@ -124,6 +124,9 @@ type testView struct {
 	// real UDP when auto fell back (or the user chose WebSocket).
 	transport       string
 	transportReason string
+	// latency is what the latency probes found (latency.go); nil when
+	// none ran.
+	latency *latencyReport
 }
 
 // socketInfo are iperf3's start.* socket facts.

@@ -89,6 +89,7 @@ type jsonInterval struct {
 	Streams         []jsonIntervalStream `json:"streams"`
 	Sum             *jsonSum             `json:"sum,omitempty"`
 	SumBidirReverse *jsonSum             `json:"sum_bidir_reverse,omitempty"`
+	WPerf           *jsonIntervalWPerf   `json:"wperf,omitempty"`
 }
 
 // jsonSpan is the traffic over a span of time, the core of every interval
@@ -143,6 +144,7 @@ type jsonEnd struct {
 	CPU                     *jsonCPU        `json:"cpu_utilization_percent,omitempty"`
 	SenderCongestion        string          `json:"sender_tcp_congestion,omitempty"`
 	ReceiverCongestion      string          `json:"receiver_tcp_congestion,omitempty"`
+	WPerf                   *jsonEndWPerf   `json:"wperf,omitempty"`
 }
 
 // jsonEndStream is one stream's summary: a TCP stream's sender and
@@ -276,6 +278,7 @@ func (v *testView) intervalJSON(k int) jsonInterval {
 	}
 	out.Sum = sumIntervals(main)
 	out.SumBidirReverse = sumIntervals(rev)
+	out.WPerf = v.intervalLatency(k)
 	return out
 }
 
@@ -518,6 +521,7 @@ func (v *testView) endJSON() *jsonEnd {
 	} else {
 		end.SenderCongestion, end.ReceiverCongestion = v.remoteCong, v.localCong
 	}
+	end.WPerf = v.endWPerf()
 	return end
 }
 

@@ -183,7 +183,7 @@ func (t textRows) summary() []string {
 	if v.req.udp() {
 		lines = append(lines, t.udpNotes(pairs)...)
 	}
-	return lines
+	return append(lines, v.latencyLines()...)
 }
 
 // summaryColumns names the summary's columns after the bitrate.

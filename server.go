@@ -33,6 +33,7 @@ type server struct {
 	running  int                 // tests and reverse traces holding a slot
 	tracing  int                 // reverse traces running
 	perAddr  map[netip.Addr]int  // tests holding a slot, by client address
+	pings    int                 // probe connections open (ping.go)
 	admitted int                 // tests ever accepted, for --one-off
 	tests    sync.WaitGroup      // every test goroutine
 	oneOff   chan struct{}       // closed after the first test with -1
@@ -322,6 +323,10 @@ func (s *server) handle(c *wsConn, who clientPeer) {
 		s.tests.Add(1)
 		defer s.tests.Done()
 		s.reverseTrace(c, &req, who)
+	case msgPing:
+		s.tests.Add(1)
+		defer s.tests.Done()
+		s.ping(c, msg, peer)
 	default:
 		c.Close(statusPolicyViolation, "unexpected first message "+strconv.Quote(kind))
 	}
@@ -441,7 +446,7 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 	plan := s.planUDP(req)
 	defer plan.end()
 	c.SetLimits(maxControlMessage, 0)
-	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer}); err != nil {
+	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Latency: req.Latency != nil}); err != nil {
 		c.Abort()
 		return
 	}
@@ -556,6 +561,7 @@ func (t *serverTest) run() {
 		refuse(t.ctrl, statusPolicyViolation, err.Error())
 		return
 	}
+	run.answerPings(t.sess.req.Latency, time.Now().Add(t.hardStop+closeWait))
 	if err := sendJSON(t.ctrl, startMsg{Type: msgStart}); err != nil {
 		t.ctrl.Abort()
 		return
@@ -569,7 +575,7 @@ func (t *serverTest) run() {
 // and builds the run.
 func (t *serverTest) prepare() (*testRun, error) {
 	s, req := t.srv, &t.sess.req
-	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay}
+	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay, notSentLowat: req.NotSentLowat}
 	run := t.engine
 	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
 	if run.udp && run.rate == 0 {
@@ -813,6 +819,7 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 		v.remote = client.Streams
 		v.remoteCPU = client.CPU
 		v.remoteCong = client.Congestion
+		v.latency = client.Latency
 	}
 	return v
 }
@@ -849,7 +856,7 @@ func (s *server) logTest(v *testView, runErr error) {
 	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
 		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
-	line += v.logUDP()
+	line += v.logUDP() + v.logLatency()
 	if runErr != nil {
 		line += " error: " + runErr.Error()
 	}

@@ -143,7 +143,7 @@ func TestServerOneOff(t *testing.T) {
 	}
 }
 
-var e2eLogRE = regexp.MustCompile(`^(\S+) 127\.0\.0\.1:\d+ (upload|download|bidir) P=(\d+) (\d+\.\d\d) sec +(\d+(\.\d+)? [KMGT]?Bytes) +\d+(\.\d+)? [KMGT]?bits/sec$`)
+var e2eLogRE = regexp.MustCompile(`^(\S+) 127\.0\.0\.1:\d+ (upload|download|bidir) P=(\d+) (\d+\.\d\d) sec +(\d+(\.\d+)? [KMGT]?Bytes) +\d+(\.\d+)? [KMGT]?bits/sec(?: \S+=\S+)*$`)
 
 // TestServerLog: one line per test with peer, mode, streams, duration,
 // bytes and rate; with -J one JSON document per line.

@@ -137,6 +137,8 @@ type testRun struct {
 	// congestion is the algorithm of a sending stream (any stream if this
 	// end only receives), read while the sockets are open.
 	congestion string
+	// hold keeps the senders quiet at the start, for idle latency probes.
+	hold time.Duration
 }
 
 // newTestRun builds a run from a request; the caller adds streams.
@@ -219,6 +221,9 @@ func (run *testRun) run(ctx context.Context) error {
 		}
 		go func() {
 			defer wg.Done()
+			if s.sending {
+				run.holdLoad()
+			}
 			switch {
 			case s.loop != nil:
 				s.err = s.loop(run, s)

@@ -13,6 +13,9 @@ type sockOpts struct {
 	mss        int
 	congestion string
 	noDelay    bool
+	// notSentLowat caps a sending socket's unsent bytes (Linux
+	// TCP_NOTSENT_LOWAT); 0 leaves the kernel's default.
+	notSentLowat int
 }
 
 // applyPortable sets what every OS supports after the connection exists.

@@ -14,8 +14,12 @@ import (
 	"unsafe"
 )
 
-// TCP_CONGESTION is missing from syscall on some architectures.
-const tcpCongestion = 13
+// TCP_CONGESTION and TCP_NOTSENT_LOWAT are missing from syscall on some
+// architectures.
+const (
+	tcpCongestion   = 13
+	tcpNotSentLowat = 25
+)
 
 // preConnect applies the options that only work before the handshake:
 // buffer sizes (they fix the window scale), the MSS and the congestion
@@ -48,6 +52,11 @@ func (o sockOpts) setFD(fd int, beforeConnect bool) error {
 	if o.congestion != "" {
 		if err := syscall.SetsockoptString(fd, syscall.IPPROTO_TCP, tcpCongestion, o.congestion); err != nil {
 			return fmt.Errorf("congestion control %q is not available here: %w", o.congestion, err)
+		}
+	}
+	if o.notSentLowat > 0 {
+		if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, tcpNotSentLowat, o.notSentLowat); err != nil {
+			return fmt.Errorf("set TCP_NOTSENT_LOWAT: %w", err)
 		}
 	}
 	return nil

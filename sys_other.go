@@ -20,6 +20,8 @@ func (o sockOpts) preConnect(_, _ string, _ syscall.RawConn) error {
 		return errors.New("-M/--set-mss is only supported on Linux")
 	case o.congestion != "":
 		return errors.New("-C/--congestion is only supported on Linux")
+	case o.notSentLowat > 0:
+		return errors.New("--notsent-lowat is only supported on Linux")
 	}
 	return nil
 }

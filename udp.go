@@ -214,11 +214,9 @@ const (
 // it read; any other goroutine may take snapshots. Only publish and the
 // snapshots lock, so the cost per datagram is a few plain stores.
 type udpCounter struct {
-	live        udpStats // owned by the observing goroutine
-	jitterNs    float64
-	prevTransit int64
-	haveTransit bool
-	seen        [seenWindowWords]uint64
+	live udpStats // owned by the observing goroutine
+	rfc3550Jitter
+	seen [seenWindowWords]uint64
 
 	mu        sync.Mutex
 	published udpStats // live as of the last publish
@@ -253,10 +251,19 @@ func (c *udpCounter) observe(seq uint64, sentNs, arrivalNs int64, size int) {
 	c.updateJitter(arrivalNs - sentNs)
 }
 
+// rfc3550Jitter is RFC 3550 §6.4.1's running jitter estimate, shared by
+// UDP receivers (fed one-way transit times) and latency probes (fed
+// round-trip times, whose changes it smooths the same way).
+type rfc3550Jitter struct {
+	jitterNs    float64
+	prevTransit int64
+	haveTransit bool
+}
+
 // updateJitter is RFC 3550 §6.4.1: J += (|D| - J) / 16, where D is the
 // change in one-way transit time. Clock offsets cancel in D, so the two
 // ends need no common clock.
-func (c *udpCounter) updateJitter(transit int64) {
+func (c *rfc3550Jitter) updateJitter(transit int64) {
 	if c.haveTransit {
 		d := float64(transit - c.prevTransit)
 		c.jitterNs += (math.Abs(d) - c.jitterNs) / 16

@@ -133,6 +133,9 @@ type wsConn struct {
 	peerClose   atomic.Pointer[closeError]
 	tcpClosed   atomic.Bool
 	writeVector bool // nc takes net.Buffers in one writev
+	// onPong sees each pong's payload on the reading goroutine; set
+	// before reading starts (OnPong).
+	onPong func(payload []byte)
 }
 
 // connOptions are what both ends choose for a connection.
@@ -455,8 +458,8 @@ func (c *wsConn) grow(buf []byte, final bool) []byte {
 }
 
 // handleControl reads a control frame's payload and acts on it (§5.5):
-// a ping gets a pong with the same payload, a pong is ignored, a close is
-// answered and ends reading.
+// a ping gets a pong with the same payload, a pong goes to the OnPong hook
+// (if any), a close is answered and ends reading.
 func (c *wsConn) handleControl(h frameHeader) error {
 	n := int(h.length)
 	if err := c.fill(n); err != nil {
@@ -476,6 +479,9 @@ func (c *wsConn) handleControl(h frameHeader) error {
 		}
 		return nil
 	case opPong:
+		if c.onPong != nil {
+			c.onPong(p)
+		}
 		return nil
 	}
 	code, reason, err := parseClosePayload(p)
@@ -635,6 +641,11 @@ func (c *wsConn) WriteMessage(op opcode, p []byte) error {
 func (c *wsConn) WriteFrame(op opcode, fin bool, p []byte) error {
 	return c.writeFrame(op, fin, p)
 }
+
+// OnPong hands f the payload of every pong that arrives, on the goroutine
+// that reads, while it holds the read lock: f must be quick. Set it before
+// reading starts. Latency probes time their pings with it.
+func (c *wsConn) OnPong(f func(payload []byte)) { c.onPong = f }
 
 // Ping sends a ping with payload p (at most 125 bytes).
 func (c *wsConn) Ping(p []byte) error {
