@@ -434,11 +434,7 @@ func (c *wsConn) handleControl(h frameHeader) error {
 	}
 	switch h.op {
 	case opPing:
-		// Once our close is out, no pong may follow it (§5.5.1).
-		if err := c.writeFrame(opPong, true, p); err != nil && !errors.Is(err, errConnClosed) {
-			return err
-		}
-		return nil
+		return c.pong(p)
 	case opPong:
 		return nil
 	}
@@ -470,6 +466,22 @@ func (c *wsConn) handleControl(h frameHeader) error {
 	}
 	c.closeTCP()
 	return ce
+}
+
+// pong answers a ping (§5.5.3). Its write gets a deadline of its own: it
+// must not fail for a deadline that another writer left behind long ago
+// (a control connection between messages, which keep-alive pings reach
+// every 20 s), nor block for ever on a dead peer; and it leaves no
+// deadline behind. Once our close is out, no pong may follow it (§5.5.1).
+func (c *wsConn) pong(p []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.closeSent {
+		return nil
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(closeWait))
+	defer c.nc.SetWriteDeadline(time.Time{})
+	return c.writeLocked(opPong, true, p)
 }
 
 // readFailed makes err sticky and, for a protocol failure, fails the
