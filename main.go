@@ -48,8 +48,9 @@ import (
 
 // version is the program's release; the wire protocol has its own
 // version (protocolVersion, in proto.go), which changes only when old
-// peers can no longer follow.
-const (
+// peers can no longer follow. It is a variable so that build.sh can stamp
+// release binaries with -ldflags "-X main.version=...".
+var (
 	version  = "0.1.0"
 	software = "wperf " + version // how wperf names itself to peers and in reports
 )
@@ -83,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
+	warnInsecure(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -181,6 +183,9 @@ type config struct {
 	trQueries  int
 	trParallel int
 	numeric    bool
+
+	// reach: TLS (tls.go) and proxies (proxy.go)
+	reach reachOptions
 }
 
 func defaultConfig() *config {
@@ -231,7 +236,7 @@ type option struct {
 // options is the whole command line, in --help order.
 var options = []option{
 	{'s', "server", "", inServer, "run as a server", func(c *config, _ string) error { return c.setMode(modeServer) }},
-	{'c', "client", "HOST", inClient, "run as a client, testing against HOST (name, address or ws:// URL)", func(c *config, v string) error {
+	{'c', "client", "HOST", inClient, "run as a client, testing against HOST: a name or address, HOST:PORT, [IPv6]:PORT, or a ws:// or wss:// URL", func(c *config, v string) error {
 		c.host = v
 		return c.setMode(modeClient)
 	}},
@@ -266,6 +271,13 @@ var options = []option{
 	{0, "no-reverse-traceroute", "", inServer, "refuse reverse traceroute requests", switchOpt(func(c *config) *bool { return &c.noReverseTrace })},
 	{0, "reverse-traceroute-limit", "N", inServer, "reverse traceroutes per client address per minute (default 6)", intOpt(func(c *config) *int { return &c.reverseTraceLimit }, 1, 1000)},
 	{0, "trust-proxy", "", inServer, "believe X-Forwarded-For / X-Real-IP (behind your own reverse proxy)", switchOpt(func(c *config) *bool { return &c.trustProxy })},
+
+	// server: TLS (tls.go)
+	{0, "cert", "FILE", inServer, "serve wss:// with this PEM certificate (chain); needs --key", fileOpt("cert", func(c *config) *string { return &c.reach.certFile })},
+	{0, "key", "FILE", inServer, "the PEM private key of --cert", fileOpt("key", func(c *config) *string { return &c.reach.keyFile })},
+	{0, "tls", "", inServer, "serve wss:// with a self-signed ECDSA certificate made at start-up; prints its fingerprint", switchOpt(func(c *config) *bool { return &c.reach.selfSigned })},
+	{0, "tls-dir", "DIR", inServer, "keep --tls's certificate and key in DIR, so its fingerprint survives restarts", func(c *config, v string) error { return c.reach.setTLSDir(v) }},
+	{0, "tls-also-plain", "", inServer, "with TLS, also answer plain ws:// on the same port", switchOpt(func(c *config) *bool { return &c.reach.alsoPlain })},
 
 	// client: test shape
 	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
@@ -331,6 +343,12 @@ var options = []option{
 	// client: connection
 	{0, "connect-timeout", "SEC", inClient, "give up connecting after SEC seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.connectTimeout }, 0.001, 3600)},
 	{0, "reverse-traceroute", "", inClient, "run no test: have the server trace the route back to this client (--tr-* options apply)", switchOpt(func(c *config) *bool { return &c.reverseTrace })},
+
+	// client: TLS and proxies (tls.go, proxy.go)
+	{0, "ca", "FILE", inClient, "also trust the CA certificates in this PEM file (wss://)", fileOpt("ca", func(c *config) *string { return &c.reach.caFile })},
+	{0, "fingerprint", "sha256:HEX", inClient, "accept exactly the server certificate with this SHA-256 fingerprint, and no other check (wss://)", func(c *config, v string) error { return c.reach.setFingerprint(v) }},
+	{0, "insecure", "", inClient, "do not check the server's certificate at all (wss://)", switchOpt(func(c *config) *bool { return &c.reach.insecure })},
+	{0, "proxy", "URL", inClient, "reach the server through this HTTP proxy (http://[user:pass@]host:port) instead of HTTPS_PROXY/HTTP_PROXY", func(c *config, v string) error { return c.reach.setProxy(v) }},
 
 	// traceroute
 	{0, "tr-proto", "udp|icmp|tcp", inTrace | inClient, "probe type (default udp)", func(c *config, v string) error {
@@ -512,6 +530,9 @@ func (c *config) check() error {
 		if c.set[o.long] && o.modes&in == 0 {
 			return fmt.Errorf("--%s does not apply to %s", o.long, modeName(c.mode))
 		}
+	}
+	if err := c.checkReach(); err != nil {
+		return err
 	}
 	if c.mode == modeClient {
 		return c.checkClient()

@@ -188,6 +188,9 @@ type acceptMsg struct {
 	Cookie  string `json:"cookie"`
 	// UDP offers real UDP to a UDP test whose transport allows it.
 	UDP *udpOffer `json:"udp,omitempty"`
+	// Via is the forwarding header of the request (X-Forwarded-For: ...,
+	// Via: ...) when a reverse proxy stands in front of the server.
+	Via string `json:"via,omitempty"`
 }
 
 // udpOffer is where a UDP test's datagrams may go, and the session's

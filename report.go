@@ -124,6 +124,8 @@ type testView struct {
 	// real UDP when auto fell back (or the user chose WebSocket).
 	transport       string
 	transportReason string
+	// reach is how the connections got there: TLS, proxies (reach.go).
+	reach *reachFacts
 }
 
 // socketInfo are iperf3's start.* socket facts.
@@ -307,6 +309,9 @@ func (rep *reporter) started(conns []connInfo, sock socketInfo) {
 			rep.out.printf("Reverse mode, remote host %s is sending", v.peerHost)
 		}
 		for _, l := range v.connectLines() {
+			rep.out.println(l)
+		}
+		for _, l := range v.reach.lines() {
 			rep.out.println(l)
 		}
 		if l := v.transportLine(); l != "" {

@@ -85,6 +85,9 @@ func runServer(ctx context.Context, cfg *config, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if ln, err = listenTLS(cfg, ln, out); err != nil {
+		return err
+	}
 	return serve(ctx, cfg, ln, out)
 }
 
@@ -342,7 +345,7 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 	defer s.release(sess)
 	plan := s.planUDP(req)
 	defer plan.end()
-	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer}); err != nil {
+	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Via: c.forwardedBy}); err != nil {
 		c.Abort()
 		return
 	}
@@ -608,6 +611,7 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 	v.localCong = t.engine.congestion
 	v.conns, v.sockInfo = t.engine.connections()
 	v.transport, v.transportReason = t.udp.transport, t.udp.reason
+	v.reach = serverReach(t.ctrl)
 	if client != nil {
 		v.remote = client.Streams
 		v.remoteCPU = client.CPU

@@ -117,6 +117,10 @@ type wsConn struct {
 	peerClose   atomic.Pointer[closeError]
 	tcpClosed   atomic.Bool
 	writeVector bool // nc takes net.Buffers in one writev
+
+	// forwardedBy is the forwarding header (X-Forwarded-For, Via...) of
+	// the upgrade request a server accepted: a proxy's sign (proxy.go).
+	forwardedBy string
 }
 
 // connOptions are what both ends choose for a connection.
@@ -165,8 +169,14 @@ func (c *wsConn) SetLimits(maxMessage int64, readBuffer int) {
 	}
 }
 
-// NetConn is the underlying connection, for socket options and addresses.
-func (c *wsConn) NetConn() net.Conn { return c.nc }
+// NetConn is the underlying connection, for socket options and addresses:
+// the TCP socket, also beneath TLS or a proxy tunnel's wrapper.
+func (c *wsConn) NetConn() net.Conn {
+	if u, ok := c.nc.(interface{ NetConn() net.Conn }); ok {
+		return u.NetConn()
+	}
+	return c.nc
+}
 
 func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.nc.SetReadDeadline(t) }
 func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
