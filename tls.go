@@ -466,7 +466,13 @@ func makeSelfSigned(bind string) (*tls.Certificate, error) {
 // saveCertificate writes a certificate and its key as PEM: the key
 // readable by its owner only, and in place only once complete.
 func saveCertificate(cert *tls.Certificate, dir, certPath, keyPath string) error {
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	key, ok := cert.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return errors.New("not an ECDSA key")
+	}
+	// SEC 1's form, as openssl ecparam writes it: marshalling PKCS #8
+	// would link in every key type's encoder.
+	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return err
 	}
@@ -477,7 +483,7 @@ func saveCertificate(cert *tls.Certificate, dir, certPath, keyPath string) error
 		path, kind string
 		der        []byte
 		mode       os.FileMode
-	}{{keyPath, "PRIVATE KEY", keyDER, 0o600}, {certPath, "CERTIFICATE", cert.Certificate[0], 0o644}} {
+	}{{keyPath, "EC PRIVATE KEY", keyDER, 0o600}, {certPath, "CERTIFICATE", cert.Certificate[0], 0o644}} {
 		tmp := f.path + ".new"
 		data := pem.EncodeToMemory(&pem.Block{Type: f.kind, Bytes: f.der})
 		if err := os.WriteFile(tmp, data, f.mode); err != nil {
