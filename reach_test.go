@@ -7,7 +7,9 @@ package main
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -194,5 +196,40 @@ func TestReachFlagForms(t *testing.T) {
 		if !tc.check(c) {
 			t.Errorf("%q: parsed to %+v", tc.args, c.reach)
 		}
+	}
+}
+
+// TestReadmeSystemdUnit checks README.md's systemd unit with
+// systemd-analyze verify (with the test's binary in place of
+// /usr/local/bin/wperf): it must pass without a single complaint.
+func TestReadmeSystemdUnit(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("systemd-analyze: %v (apt-get install -y systemd)", err)
+		}
+		t.Skipf("systemd-analyze: %v (apt-get install -y systemd)", err)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```ini\n(\\[Unit\\].*?)```").FindSubmatch(readme)
+	if m == nil || !strings.Contains(string(m[1]), "ExecStart=/usr/local/bin/wperf ") {
+		t.Fatal("README.md has no systemd unit (an ini block with [Unit] and ExecStart=/usr/local/bin/wperf)")
+	}
+	unit := filepath.Join(t.TempDir(), "wperf.service")
+	text := strings.ReplaceAll(string(m[1]), "/usr/local/bin/wperf", wperfBinary(t))
+	if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", unit).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	// The command line in it must be one wperf accepts.
+	cmdLine := regexp.MustCompile(`(?m)^ExecStart=\S+ (.*)$`).FindStringSubmatch(text)
+	if _, err := parseArgs(strings.Fields(cmdLine[1])); err != nil {
+		t.Errorf("ExecStart's options: %v", err)
 	}
 }
