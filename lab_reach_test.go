@@ -59,8 +59,8 @@ func (rl *reachLab) sub(t testing.TB) *reachLab {
 	return &reachLab{lab: rl.lab.sub(t), client: rl.client, middle: rl.middle, server: rl.server}
 }
 
-// labDoc is the part of a client's -J document that the reach labs check.
-type labDoc struct {
+// reachDoc is the part of a client's -J document that the reach labs check.
+type reachDoc struct {
 	Start struct {
 		Connected []struct {
 			RemoteHost string `json:"remote_host"`
@@ -100,7 +100,7 @@ type labDoc struct {
 // wperfJSON runs a wperf client with -J --get-server-output in the client
 // namespace (env: extra environment, as NAME=value) and decodes its
 // document; it fails the test unless the run succeeded and moved data.
-func (rl *reachLab) wperfJSON(t *testing.T, env []string, args ...string) labDoc {
+func (rl *reachLab) wperfJSON(t *testing.T, env []string, args ...string) reachDoc {
 	t.Helper()
 	doc, out, err := rl.tryJSON(env, args...)
 	if err != nil || doc.Error != "" {
@@ -115,19 +115,19 @@ func (rl *reachLab) wperfJSON(t *testing.T, env []string, args ...string) labDoc
 	return doc
 }
 
-func (rl *reachLab) tryJSON(env []string, args ...string) (labDoc, string, error) {
+func (rl *reachLab) tryJSON(env []string, args ...string) (reachDoc, string, error) {
 	cmd := append([]string{"env"}, env...)
 	cmd = append(append(cmd, wperfBinary(rl.t), "-J", "--get-server-output", "--connect-timeout", "5"), args...)
 	out, err := rl.try(rl.client, cmd...)
-	var doc labDoc
+	var doc reachDoc
 	if jerr := json.Unmarshal([]byte(out), &doc); jerr != nil && err == nil {
 		err = fmt.Errorf("not a JSON document: %v", jerr)
 	}
 	return doc, out, err
 }
 
-// testShapes are the test kinds every middlebox must pass.
-var testShapes = []struct {
+// reachShapes are the test kinds every middlebox must pass.
+var reachShapes = []struct {
 	name string
 	args []string
 }{
@@ -322,7 +322,7 @@ func TestLabNginx(t *testing.T) {
 		{"TLS end to end", "wss://" + rlMiddleLeft + ":8443/e2e/", []string{"--fingerprint", nginxFP}},
 	}
 	for _, s := range setups {
-		for _, shape := range testShapes {
+		for _, shape := range reachShapes {
 			t.Run(s.name+"/"+shape.name, func(t *testing.T) {
 				rl := rl.sub(t)
 				args := append(append([]string{"-c", s.url, "-t", "1"}, s.tls...), shape.args...)
@@ -476,7 +476,7 @@ func TestLabNAT(t *testing.T) {
 	rl.run(rl.middle, "nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority 100 ; } ; "+
 		"add rule ip nat post ip saddr 198.18.20.0/24 ip daddr 198.18.21.0/24 masquerade")
 	rl.startServer(t, "8765", "--no-geo")
-	for _, shape := range append(testShapes[:3:3], struct {
+	for _, shape := range append(reachShapes[:3:3], struct {
 		name string
 		args []string
 	}{"UDP over real UDP, -R", []string{"-u", "--udp-transport", "udp", "-R"}}) {
@@ -515,7 +515,7 @@ func TestLabFirewall443(t *testing.T) {
 	rl.startServer(t, "443", "--tls", "--no-geo")
 	rl.startServer(t, "8765", "--no-geo")
 	fp := rl.fingerprintOf(t, "443")
-	for _, shape := range testShapes {
+	for _, shape := range reachShapes {
 		t.Run("wss on 443/"+shape.name, func(t *testing.T) {
 			rl := rl.sub(t)
 			rl.wperfJSON(t, nil, append([]string{"-c", "wss://" + rlServer + "/", "--fingerprint", fp, "-t", "1"}, shape.args...)...)

@@ -355,7 +355,7 @@ func TestKeepAlive(t *testing.T) {
 // count of a receiving stream, and the pings are answered.
 func TestPongsAmidData(t *testing.T) {
 	t.Parallel()
-	client, server := loopbackPair(t)
+	client, server := reachPair(t)
 	req := &testRequest{Length: 1000, Bytes: 1 << 30}
 	run := newTestRun(req, 10*time.Second, time.Minute)
 	run.streams = []*stream{{id: 1, conn: server}}
@@ -384,8 +384,8 @@ func TestPongsAmidData(t *testing.T) {
 	}
 }
 
-// loopbackPair is a client and a server wsConn over loopback TCP.
-func loopbackPair(t *testing.T) (client, server *wsConn) {
+// reachPair is a client and a server wsConn over loopback TCP.
+func reachPair(t *testing.T) (client, server *wsConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

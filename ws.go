@@ -170,12 +170,16 @@ func (c *wsConn) SetLimits(maxMessage int64, readBuffer int) {
 }
 
 // NetConn is the underlying connection, for socket options and addresses:
-// the TCP socket, also beneath TLS or a proxy tunnel's wrapper.
+// the TCP socket, also beneath TLS and a proxy tunnel's wrappers.
 func (c *wsConn) NetConn() net.Conn {
-	if u, ok := c.nc.(interface{ NetConn() net.Conn }); ok {
-		return u.NetConn()
+	nc := c.nc
+	for {
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok || u.NetConn() == nc {
+			return nc
+		}
+		nc = u.NetConn()
 	}
-	return c.nc
 }
 
 func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.nc.SetReadDeadline(t) }
