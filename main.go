@@ -276,7 +276,7 @@ var options = []option{
 	{0, "cert", "FILE", inServer, "serve wss:// with this PEM certificate (chain); needs --key", fileOpt("cert", func(c *config) *string { return &c.reach.certFile })},
 	{0, "key", "FILE", inServer, "the PEM private key of --cert", fileOpt("key", func(c *config) *string { return &c.reach.keyFile })},
 	{0, "tls", "", inServer, "serve wss:// with a self-signed ECDSA certificate made at start-up; prints its fingerprint", switchOpt(func(c *config) *bool { return &c.reach.selfSigned })},
-	{0, "tls-dir", "DIR", inServer, "keep --tls's certificate and key in DIR, so its fingerprint survives restarts", func(c *config, v string) error { return c.reach.setTLSDir(v) }},
+	{0, "tls-dir", "DIR", inServer, "keep --tls's certificate and key in DIR, so its fingerprint survives restarts (implies --tls)", func(c *config, v string) error { return c.reach.setTLSDir(v) }},
 	{0, "tls-also-plain", "", inServer, "with TLS, also answer plain ws:// on the same port", switchOpt(func(c *config) *bool { return &c.reach.alsoPlain })},
 
 	// client: test shape
