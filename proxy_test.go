@@ -333,21 +333,21 @@ func relayIdle(c net.Conn, target string, idle time.Duration) {
 // is not parallel.)
 func TestKeepAlive(t *testing.T) {
 	srv := startE2EServer(t)
-	relay := idleRelay(t, net.JoinHostPort(srv.host, srv.port), 600*time.Millisecond)
+	relay := idleRelay(t, net.JoinHostPort(srv.host, srv.port), 900*time.Millisecond)
 	saved := keepAlivePeriod
 	t.Cleanup(func() { keepAlivePeriod = saved })
 
 	keepAlivePeriod = "150ms"
 	for _, extra := range [][]string{nil, {"-R"}, {"-u", "--udp-transport", "ws", "-b", "8K", "-l", "100"}} {
-		r := e2eRun(append([]string{"-c", relay, "-t", "1.5", "-i", "0"}, extra...)...)
+		r := e2eRun(append([]string{"-c", relay, "-t", "2", "-i", "0"}, extra...)...)
 		if r.code != exitOK {
-			t.Errorf("pings every 150 ms through a 600 ms idle timeout %v: %v", extra, r)
+			t.Errorf("pings every 150 ms through a 900 ms idle timeout %v: %v", extra, r)
 		}
 	}
 	keepAlivePeriod = "1h"
-	r := e2eRun("-c", relay, "-t", "1.5", "-i", "0")
+	r := e2eRun("-c", relay, "-t", "2", "-i", "0")
 	if r.code != exitRuntime {
-		t.Errorf("no pings through a 600 ms idle timeout: want the test to fail, got %v", r)
+		t.Errorf("no pings through a 900 ms idle timeout: want the test to fail, got %v", r)
 	}
 }
 
