@@ -224,8 +224,10 @@ func (rl *reachLab) startNginx(t *testing.T, httpPart, server string, ports ...s
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// One process: the lab kills what it started with SIGKILL, which a
+	// master process would not pass on to its workers.
 	conf := fmt.Sprintf(`user root;
-worker_processes 1;
+master_process off;
 error_log %[1]s/error.log info;
 events { worker_connections 256; }
 http {
