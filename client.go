@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -72,24 +71,13 @@ type clientTest struct {
 	// Latency under load: the probes and, after the run, their report.
 	probes  *latencyProber
 	latency *latencyReport
+	serverVia       string // the reverse proxy the server saw, from its accept
 }
 
-// targetURL turns -c and -p into the server's URL. A bare host gets
-// ws://HOST:PORT/; a URL keeps its own path, and its port unless it has
-// none and -p was given.
+// targetURL turns -c and -p into the server's URL (parseTarget, in
+// reach.go, has the forms).
 func targetURL(cfg *config) (*url.URL, error) {
-	raw := cfg.host
-	if !strings.Contains(raw, "://") {
-		raw = "ws://" + net.JoinHostPort(strings.Trim(raw, "[]"), strconv.Itoa(cfg.port)) + "/"
-	} else if u, err := url.Parse(raw); err == nil && u.Port() == "" && cfg.set["port"] {
-		u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(cfg.port))
-		raw = u.String()
-	}
-	u, err := wsURL(raw)
-	if err != nil {
-		return nil, fmt.Errorf("bad server address %q: %w", cfg.host, err)
-	}
-	return u, nil
+	return parseTarget(cfg.host, cfg.port, cfg.set["port"])
 }
 
 // requestFrom builds the test request from the options.
@@ -154,7 +142,7 @@ func controlDialOptions(cfg *config, control sockControl) dialOptions {
 	if cfg.token != "" {
 		opt.header.Set("Authorization", "Bearer "+cfg.token)
 	}
-	return opt
+	return withReach(cfg, opt)
 }
 
 // sockControl is a dialer's hook for socket options set before connect.
@@ -277,6 +265,7 @@ func (t *clientTest) negotiate() error {
 		t.rep.serverVersion = a.Server
 		t.offer = a.UDP
 		t.probes.serverAgreed(a.Latency)
+		t.serverVia = a.Via
 		return nil
 	case msgRefuse, msgError:
 		return refusal(msg)
@@ -360,6 +349,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	run.streams = streams
 	t.engine = run
 	t.rep.view.transport, t.rep.view.transportReason = t.transport, t.transportReason
+	t.rep.view.reach = clientReach(t.cfg, t.ctrl, t.serverVia)
 	t.rep.started(run.connections())
 	run.onIntervalClosed = func(final bool) {
 		t.liveLatency()
@@ -377,6 +367,8 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 		cancelRun()
 		abortAll(run.streams)
 	}})
+	stopPings := run.keepAlive(t.ctrl)
+	defer stopPings()
 
 	t.probes.run(run, hardStop)
 	runErr := run.run(runCtx)

@@ -69,8 +69,9 @@ import (
 
 // version is the program's release; the wire protocol has its own
 // version (protocolVersion, in proto.go), which changes only when old
-// peers can no longer follow.
-const (
+// peers can no longer follow. It is a variable so that build.sh can stamp
+// release binaries with -ldflags "-X main.version=...".
+var (
 	version  = "0.1.0"
 	software = "wperf " + version // how wperf names itself to peers and in reports
 )
@@ -107,6 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
+	warnInsecure(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -219,6 +221,9 @@ type config struct {
 	trQueries  int
 	trParallel int
 	numeric    bool
+
+	// reach: TLS (tls.go) and proxies (proxy.go)
+	reach reachOptions
 }
 
 func defaultConfig() *config {
@@ -278,7 +283,7 @@ type option struct {
 // options is the whole command line, in --help order.
 var options = []option{
 	{'s', "server", "", inServer, "run as a server", func(c *config, _ string) error { return c.setMode(modeServer) }},
-	{'c', "client", "HOST", inClient, "run as a client, testing against HOST (name, address or ws:// URL)", func(c *config, v string) error {
+	{'c', "client", "HOST", inClient, "run as a client, testing against HOST: a name or address, HOST:PORT, [IPv6]:PORT, or a ws:// or wss:// URL", func(c *config, v string) error {
 		c.host = v
 		return c.setMode(modeClient)
 	}},
@@ -325,6 +330,13 @@ var options = []option{
 		return fmt.Errorf("bad --trust-proxy %q: want x-forwarded-for or x-real-ip", v)
 	}},
 	{0, "no-legacy", "", inServer, "refuse clients of the original Python wperf (WebSockets without a wperf subprotocol)", switchOpt(func(c *config) *bool { return &c.noLegacy })},
+
+	// server: TLS (tls.go)
+	{0, "cert", "FILE", inServer, "serve wss:// with this PEM certificate (chain); needs --key", fileOpt("cert", func(c *config) *string { return &c.reach.certFile })},
+	{0, "key", "FILE", inServer, "the PEM private key of --cert", fileOpt("key", func(c *config) *string { return &c.reach.keyFile })},
+	{0, "tls", "", inServer, "serve wss:// with a self-signed ECDSA certificate made at start-up; prints its fingerprint", switchOpt(func(c *config) *bool { return &c.reach.selfSigned })},
+	{0, "tls-dir", "DIR", inServer, "keep --tls's certificate and key in DIR, so its fingerprint survives restarts (implies --tls)", func(c *config, v string) error { return c.reach.setTLSDir(v) }},
+	{0, "tls-also-plain", "", inServer, "with TLS, also answer plain ws:// on the same port", switchOpt(func(c *config) *bool { return &c.reach.alsoPlain })},
 
 	// client: test shape
 	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
@@ -411,6 +423,12 @@ var options = []option{
 	{0, "sim-sndbuf", "N[KMG]", inClient, simHelp, simOpt("sim-sndbuf", simSize)},
 	{0, "sim-rcvbuf", "N[KMG]", inClient, simHelp, simOpt("sim-rcvbuf", simSize)},
 	{0, "sim-tcp-nodelay", "", inClient, simHelp, simOpt("sim-tcp-nodelay", nil)},
+
+	// client: TLS and proxies (tls.go, proxy.go)
+	{0, "ca", "FILE", inClient, "also trust the CA certificates in this PEM file (wss://)", fileOpt("ca", func(c *config) *string { return &c.reach.caFile })},
+	{0, "fingerprint", "sha256:HEX", inClient, "accept exactly the server certificate with this SHA-256 fingerprint, and no other check (wss://)", func(c *config, v string) error { return c.reach.setFingerprint(v) }},
+	{0, "insecure", "", inClient, "do not check the server's certificate at all (wss://)", switchOpt(func(c *config) *bool { return &c.reach.insecure })},
+	{0, "proxy", "URL", inClient, "reach the server through this HTTP proxy (http://[user:pass@]host:port) instead of HTTPS_PROXY/HTTP_PROXY", func(c *config, v string) error { return c.reach.setProxy(v) }},
 
 	// traceroute
 	{0, "tr-proto", "udp|icmp|tcp", inTrace | inClient, "probe type (default udp)", func(c *config, v string) error {
@@ -601,6 +619,9 @@ func (c *config) check() error {
 		if c.set[o.long] && o.modes&in == 0 {
 			return fmt.Errorf("--%s does not apply to %s", o.long, modeName(c.mode))
 		}
+	}
+	if err := c.checkReach(); err != nil {
+		return err
 	}
 	if c.mode == modeClient {
 		return c.checkClient()

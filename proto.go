@@ -204,6 +204,9 @@ type acceptMsg struct {
 	UDP *udpOffer `json:"udp,omitempty"`
 	// Latency: the server answers the latency probes the request announced.
 	Latency bool `json:"latency,omitempty"`
+	// Via is the forwarding header of the request (X-Forwarded-For: ...,
+	// Via: ...) when a reverse proxy stands in front of the server.
+	Via string `json:"via,omitempty"`
 }
 
 // udpOffer is where a UDP test's datagrams may go, and the session's

@@ -127,6 +127,8 @@ type testView struct {
 	// latency is what the latency probes found (latency.go); nil when
 	// none ran.
 	latency *latencyReport
+	// reach is how the connections got there: TLS, proxies (reach.go).
+	reach *reachFacts
 }
 
 // socketInfo are iperf3's start.* socket facts.
@@ -310,6 +312,9 @@ func (rep *reporter) started(conns []connInfo, sock socketInfo) {
 			rep.out.printf("Reverse mode, remote host %s is sending", v.peerHost)
 		}
 		for _, l := range v.connectLines() {
+			rep.out.println(l)
+		}
+		for _, l := range v.reach.lines() {
 			rep.out.println(l)
 		}
 		if l := v.transportLine(); l != "" {

@@ -83,6 +83,7 @@ type jsonWPerfStart struct {
 	Subprotocol     string `json:"subprotocol"`
 	ProtocolVersion int    `json:"protocol_version"`
 	Server          string `json:"server,omitempty"`
+	*reachFacts            // tls and proxy (reach.go)
 }
 
 type jsonInterval struct {
@@ -225,6 +226,7 @@ func (v *testView) startJSON() jsonStart {
 			Subprotocol:     subprotocolV1,
 			ProtocolVersion: req.Version,
 			Server:          v.serverVer,
+			reachFacts:      v.reach,
 		},
 	}
 	if req.udp() {

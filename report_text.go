@@ -359,6 +359,7 @@ func (v *testView) text() string {
 	t := textRows{v: v, unit: 'a'}
 	lines := []string{fmt.Sprintf("Accepted connection from %s, port %d", v.peerHost, v.peerPort)}
 	lines = append(lines, v.connectLines()...)
+	lines = append(lines, v.reach.lines()...)
 	if l := v.transportLine(); l != "" {
 		lines = append(lines, l)
 	}

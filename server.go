@@ -98,6 +98,9 @@ func runServer(ctx context.Context, cfg *config, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if ln, err = listenTLS(cfg, ln, out); err != nil {
+		return err
+	}
 	return serve(ctx, cfg, ln, out)
 }
 
@@ -446,7 +449,7 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 	plan := s.planUDP(req)
 	defer plan.end()
 	c.SetLimits(maxControlMessage, 0)
-	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Latency: req.Latency != nil}); err != nil {
+	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Latency: req.Latency != nil, Via: c.forwardedBy}); err != nil {
 		c.Abort()
 		return
 	}
@@ -815,6 +818,7 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 	v.localCong = t.engine.congestion
 	v.conns, v.sockInfo = t.engine.connections()
 	v.transport, v.transportReason = t.udp.transport, t.udp.reason
+	v.reach = serverReach(t.ctrl)
 	if client != nil {
 		v.remote = client.Streams
 		v.remoteCPU = client.CPU

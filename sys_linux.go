@@ -97,7 +97,7 @@ func getsockopt(nc net.Conn, level, name int, b []byte) int {
 	n := uint32(len(b))
 	var errno syscall.Errno
 	rc.Control(func(fd uintptr) {
-		_, _, errno = syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, uintptr(level), uintptr(name),
+		_, _, errno = syscall.Syscall6(sysGetsockopt, fd, uintptr(level), uintptr(name),
 			uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&n)), 0)
 	})
 	if errno != 0 {

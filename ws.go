@@ -136,6 +136,10 @@ type wsConn struct {
 	// onPong sees each pong's payload on the reading goroutine; set
 	// before reading starts (OnPong).
 	onPong func(payload []byte)
+
+	// forwardedBy is the forwarding header (X-Forwarded-For, Via...) of
+	// the upgrade request a server accepted: a proxy's sign (proxy.go).
+	forwardedBy string
 }
 
 // connOptions are what both ends choose for a connection.
@@ -184,8 +188,18 @@ func (c *wsConn) SetLimits(maxMessage int64, readBuffer int) {
 	}
 }
 
-// NetConn is the underlying connection, for socket options and addresses.
-func (c *wsConn) NetConn() net.Conn { return c.nc }
+// NetConn is the underlying connection, for socket options and addresses:
+// the TCP socket, also beneath TLS and a proxy tunnel's wrappers.
+func (c *wsConn) NetConn() net.Conn {
+	nc := c.nc
+	for {
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok || u.NetConn() == nc {
+			return nc
+		}
+		nc = u.NetConn()
+	}
+}
 
 func (c *wsConn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
 

@@ -18,7 +18,7 @@ type frameBatch struct {
 	used    int
 	vec     net.Buffers // backing array of iovecs, reused
 	out     net.Buffers // the slice of vec handed to writev, consumed by it
-	flat    []byte      // for connections without writev: the batch in one piece
+	flat    []byte      // for connections without writev (TLS): the batch in pieces (writeFlat)
 }
 
 // NewBatch makes a batch for up to frames frames, each with a masked
@@ -55,8 +55,9 @@ func (b *frameBatch) Add(op opcode, prefix, filler []byte) {
 	}
 }
 
-// Flush sends the batch in one system call (writev, or one Write of a
-// flattened copy where the connection has no writev) and empties it.
+// Flush sends the batch in one system call (writev), or where the
+// connection has no writev in Writes of a flattened copy, a piece at a
+// time (writeFlat); and empties it.
 func (b *frameBatch) Flush() error {
 	c := b.c
 	c.writeMu.Lock()
@@ -70,12 +71,7 @@ func (b *frameBatch) Flush() error {
 		_, err := b.out.WriteTo(c.nc)
 		return err
 	}
-	b.flat = b.flat[:0]
-	for _, v := range b.vec {
-		b.flat = append(b.flat, v...)
-	}
-	_, err := c.nc.Write(b.flat)
-	return err
+	return writeFlat(c.nc, b.vec, &b.flat)
 }
 
 func (b *frameBatch) reset() {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -124,6 +125,7 @@ func upgrade(w http.ResponseWriter, hr *http.Request, opt upgradeOptions) (*wsCo
 	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
 	c := newConn(nc, false, opt.connOptions, buffered)
 	c.subprotocol = chosen
+	c.forwardedBy = forwardedBy(hr.Header)
 	return c, nil
 }
 
@@ -145,9 +147,12 @@ type dialOptions struct {
 	connOptions
 	header       http.Header // extra request headers, such as Authorization
 	subprotocols []string
-	// dial opens the transport; nil means a plain TCP dial. TLS and
-	// proxies plug in here.
+	// dial opens the transport; nil means a plain TCP dial. Proxies plug
+	// in here (proxy.go).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// tls is a wss:// URL's TLS configuration (tls.go); nil checks the
+	// server against the system's roots.
+	tls *tls.Config
 }
 
 // handshakeError is a server's refusal to upgrade: its HTTP status and
@@ -167,19 +172,23 @@ func (e *handshakeError) Error() string {
 
 func (e *handshakeError) Unwrap() error { return errBadHandshake }
 
-// wsURL parses a ws:// (or http://) URL, adding the default port.
+// wsURL parses a ws:// or wss:// (or http://, https://) URL, adding the
+// scheme's default port.
 func wsURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
+	port := "80"
 	switch u.Scheme {
 	case "ws", "http":
-		if u.Port() == "" {
-			u.Host = net.JoinHostPort(u.Hostname(), "80")
-		}
+	case "wss", "https":
+		port = "443"
 	default:
-		return nil, fmt.Errorf("%w %q (want ws://)", errUnsupportedURL, u.Scheme)
+		return nil, fmt.Errorf("%w %q (want ws:// or wss://)", errUnsupportedURL, u.Scheme)
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), port)
 	}
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("URL %q has no host", raw)
@@ -206,6 +215,14 @@ func dialWS(ctx context.Context, rawURL string, opt dialOptions) (*wsConn, error
 	if err != nil {
 		return nil, err
 	}
+	if secureScheme(u) {
+		tc, err := tlsClient(ctx, nc, u.Hostname(), opt.tls)
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+		nc = tc
+	}
 	c, err := clientHandshake(ctx, nc, u, opt)
 	if err != nil {
 		nc.Close()
@@ -225,8 +242,8 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, opt dialOptio
 	rand.Read(raw[:])
 	key := base64.StdEncoding.EncodeToString(raw[:])
 	host := u.Host
-	if (u.Scheme == "ws" || u.Scheme == "http") && u.Port() == "80" {
-		host = strings.TrimSuffix(host, ":80")
+	if secureScheme(u) && u.Port() == "443" || !secureScheme(u) && u.Port() == "80" {
+		host = u.Host[:len(u.Host)-len(u.Port())-1] // the scheme's default port goes unsaid
 	}
 	var req bytes.Buffer
 	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", u.RequestURI(), host)
@@ -276,6 +293,10 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, opt dialOptio
 	c.subprotocol = proto
 	return c, nil
 }
+
+// secureScheme tells a wss:// (or https://) URL, whose connection runs
+// over TLS (§3), from a plain one.
+func secureScheme(u *url.URL) bool { return u.Scheme == "wss" || u.Scheme == "https" }
 
 // handshakeIOError prefers the context's reason (timeout, cancel) over the
 // I/O error it caused.

@@ -304,8 +304,8 @@ func TestDialWSRejectsBadURLs(t *testing.T) {
 			t.Errorf("dialWS(%q) succeeded", u)
 		}
 	}
-	if _, err := dialWS(wtCtx(t), "wss://127.0.0.1:1/", dialOptions{}); !errors.Is(err, errUnsupportedURL) {
-		t.Errorf("wss: got %v, want errUnsupportedURL", err)
+	if _, err := dialWS(wtCtx(t), "ftp://127.0.0.1:1/", dialOptions{}); !errors.Is(err, errUnsupportedURL) {
+		t.Errorf("ftp: got %v, want errUnsupportedURL", err)
 	}
 }
 
