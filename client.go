@@ -69,9 +69,9 @@ type clientTest struct {
 	transport       string
 	transportReason string
 	// Latency under load: the probes and, after the run, their report.
-	probes  *latencyProber
-	latency *latencyReport
-	serverVia       string // the reverse proxy the server saw, from its accept
+	probes    *latencyProber
+	latency   *latencyReport
+	serverVia string // the reverse proxy the server saw, from its accept
 }
 
 // targetURL turns -c and -p into the server's URL (parseTarget, in
