@@ -114,7 +114,8 @@ func TestProxyEndToEnd(t *testing.T) {
 	locked := startConnectProxy(t, "Basic "+base64.StdEncoding.EncodeToString([]byte("wperf:s3cr:et")))
 
 	t.Run("plain, every connection", func(t *testing.T) {
-		r := srv.mustRun(t, "-t", "0.3", "-P", "3", "--bidir", "--proxy", open.url(""), "-J")
+		// Without latency probes, which would add a tunnel each.
+		r := srv.mustRun(t, "-t", "0.3", "-P", "3", "--bidir", "--proxy", open.url(""), "-J", "--no-latency")
 		if n := open.tunnels.Load(); n != 1+6 {
 			t.Errorf("%d tunnels, want 7 (control, 3 streams each way)", n)
 		}
@@ -130,7 +131,7 @@ func TestProxyEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("TLS inside the tunnel, with authentication", func(t *testing.T) {
-		r := tlsSrv.mustRunURL(t, tlsSrv.wss(), "--fingerprint", fp, "-t", "0.3", "-R", "--proxy", locked.url("wperf:s3cr%3Aet"))
+		r := tlsSrv.mustRunURL(t, tlsSrv.wss(), "--fingerprint", fp, "-t", "0.3", "-R", "--proxy", locked.url("wperf:s3cr%3Aet"), "--no-latency")
 		if !strings.Contains(r.stdout, "Through HTTP proxy "+locked.ln.Addr().String()) {
 			t.Errorf("no proxy line in:\n%s", r.stdout)
 		}
