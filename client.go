@@ -87,6 +87,7 @@ func requestFrom(cfg *config) testRequest {
 		NoDelay:    cfg.noDelay,
 		Congestion: cfg.congestion,
 		MSS:        cfg.mss,
+		ZeroCopy:   cfg.set["zerocopy"],
 		Client:     software,
 	}
 	switch {

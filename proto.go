@@ -70,6 +70,7 @@ type testRequest struct {
 	NoDelay    bool    `json:"no_delay,omitempty"`
 	Congestion string  `json:"congestion,omitempty"`
 	MSS        int     `json:"mss,omitempty"`
+	ZeroCopy   bool    `json:"zerocopy,omitempty"` // senders hand the kernel pool pages, not copies (-Z)
 	// ServerOutput asks for the server's own report: "text" or "json".
 	ServerOutput string `json:"server_output,omitempty"`
 	Client       string `json:"client,omitempty"` // software and version, for logs

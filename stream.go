@@ -138,6 +138,7 @@ type testRun struct {
 	// congestion is the algorithm of a sending stream (any stream if this
 	// end only receives), read while the sockets are open.
 	congestion string
+	zeroCopy   bool // senders hand the kernel pool pages instead of copies (-Z)
 }
 
 // newTestRun builds a run from a request; the caller adds streams.
@@ -150,6 +151,7 @@ func newTestRun(req *testRequest, idle, hardStop time.Duration) *testRun {
 		idle:     idle,
 		hardStop: hardStop,
 		stopping: make(chan struct{}),
+		zeroCopy: req.ZeroCopy,
 	}
 	if run.target == 0 {
 		run.duration = seconds2dur(req.Time)
@@ -292,11 +294,32 @@ const (
 	batchMinFlush = time.Millisecond
 )
 
+// bulkBatch is a batch of frames a sender fills and flushes: ws_batch.go's
+// frameBatch, which copies, or zeroCopyBatch, which does not.
+type bulkBatch interface {
+	Add(op opcode, prefix, filler []byte)
+	Flush() error
+}
+
+// newBatch returns a sender's batch of up to frames frames, the pool
+// reader its filler must come from, and what to call when done. With
+// -Z, where it cannot work, the stream copies after one line on stderr.
+func (run *testRun) newBatch(c *wsConn, frames int) (bulkBatch, *poolReader, func()) {
+	if run.zeroCopy {
+		zb, src, release, err := newZeroCopyBatch(c, frames, run.length)
+		if err == nil {
+			return zb, src, release
+		}
+		warnZeroCopy(err)
+	}
+	return c.NewBatch(frames, 0), newPoolReader(run.length), func() {}
+}
+
 // send is a sending stream's loop.
 func (run *testRun) send(s *stream) error {
 	maxFrames := max(1, min(64, batchBytes/run.length))
-	batch := s.conn.NewBatch(maxFrames, 0)
-	src := newPoolReader(run.length)
+	batch, src, release := run.newBatch(s.conn, maxFrames)
+	defer release()
 	frames := 1
 	for !run.stopped() {
 		n, duringOmit := run.reserve(int64(frames) * int64(run.length))
@@ -334,6 +357,13 @@ func (run *testRun) send(s *stream) error {
 // receive is a receiving stream's loop: it counts payload and throws it
 // away, until the peer's normal close.
 func (run *testRun) receive(s *stream) error {
+	if d := run.newDrain(s); d != nil {
+		s.conn.SetDrain(d)
+		defer func() {
+			s.conn.SetDrain(nil)
+			d.close()
+		}()
+	}
 	var deadline time.Time
 	// The deadline moves on only when half of it is used up, so a
 	// busy stream does not reset its timer on every read.
@@ -372,6 +402,16 @@ func (run *testRun) receive(s *stream) error {
 			}
 		}
 	}
+}
+
+// newDrain gives a receiving stream of large messages a splice drain,
+// so its payload is thrown away without being copied (zerocopy.go); nil
+// where that is off, not worth it or not possible.
+func (run *testRun) newDrain(s *stream) *spliceDrain {
+	if noZeroCopy.Load() || run.length < spliceMinFrame {
+		return nil
+	}
+	return newSpliceDrain(s.conn.NetConn(), streamReadBuffer(run.length, len(run.streams)))
 }
 
 // endOfStream tells a sender's normal close from a failure.
