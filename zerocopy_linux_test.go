@@ -319,3 +319,25 @@ func zcCheckWire(t *testing.T, raw []byte, frames, length int, masked bool, pool
 		t.Fatalf("%d bytes after the last frame", len(raw))
 	}
 }
+
+// TestSpliceLowatLearns: the low-water mark grows while waits are short
+// and shrinks when they are long, within its bounds.
+func TestSpliceLowatLearns(t *testing.T) {
+	d := &spliceDrain{size: 1 << 20, mark: lowatMin}
+	for range 20 {
+		d.learn(lowatWait / 10)
+	}
+	if d.mark != d.size {
+		t.Fatalf("after quick waits the mark is %d, want the pipe's %d", d.mark, d.size)
+	}
+	d.learn(lowatWait) // about right: kept
+	if d.mark != d.size {
+		t.Fatalf("a wait of lowatWait moved the mark to %d", d.mark)
+	}
+	for range 20 {
+		d.learn(10 * lowatWait)
+	}
+	if d.mark != lowatMin {
+		t.Fatalf("after slow waits the mark is %d, want %d", d.mark, lowatMin)
+	}
+}
