@@ -64,6 +64,7 @@ func poolSize(length int) int { return max(poolMin, length+poolSlack) }
 type poolReader struct {
 	pool []byte
 	off  int
+	page int // if set, slices start on a multiple of it
 }
 
 func newPoolReader(length int) *poolReader {
@@ -72,13 +73,18 @@ func newPoolReader(length int) *poolReader {
 }
 
 // next returns n bytes of the pool. Each frame skips a prime number of
-// bytes past the last, so frames do not line up with pages or repeat.
+// bytes past the last, so frames do not line up with pages or repeat;
+// with page set they start on a page instead (for zero-copy sends), at
+// least a page past the last.
 func (p *poolReader) next(n int) []byte {
 	if p.off+n > len(p.pool) {
 		p.off = (p.off + n) % (len(p.pool) - n)
 	}
+	if p.page > 0 {
+		p.off -= p.off % p.page
+	}
 	b := p.pool[p.off : p.off+n]
-	p.off += n + 4093
+	p.off += n + max(4093, p.page)
 	return b
 }
 

@@ -147,3 +147,25 @@ func TestZeroCopyE2E(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolReaderPageAligned: a reader for zero-copy sends starts every
+// slice on a page and still stays inside the pool and moves on.
+func TestPoolReaderPageAligned(t *testing.T) {
+	for _, length := range []int{1, 4093, 64 << 10, 1<<20 + 1} {
+		pool := poolFor(length)
+		p := &poolReader{pool: pool, off: 12345, page: 4096}
+		seen := map[int]bool{}
+		for range 100 {
+			n := length // a sender's messages are all this long but the last
+			b := p.next(n)
+			off := cap(pool) - cap(b)
+			if len(b) != n || off%4096 != 0 {
+				t.Fatalf("length %d: a slice of %d bytes at offset %d", length, len(b), off)
+			}
+			seen[off] = true
+		}
+		if len(seen) < 2 {
+			t.Fatalf("length %d: every slice at the same offset", length)
+		}
+	}
+}
