@@ -99,6 +99,7 @@ func requestFrom(cfg *config) testRequest {
 		NoDelay:    cfg.noDelay || cfg.udp, // Nagle would delay datagrams sent over WebSocket
 		Congestion: cfg.congestion,
 		MSS:        cfg.mss,
+		ZeroCopy:   cfg.set["zerocopy"],
 		Client:     software,
 	}
 	req.NotSentLowat = cfg.notSentLowat

@@ -78,6 +78,7 @@ type testRequest struct {
 	// UDPTransport is how a UDP test's datagrams may travel: "udp",
 	// "ws", or "auto" (UDP when the path lets it through; also "").
 	UDPTransport string `json:"udp_transport,omitempty"`
+	ZeroCopy     bool   `json:"zerocopy,omitempty"` // senders hand the kernel pool pages, not copies (-Z)
 	// ServerOutput asks for the server's own report: "text" or "json".
 	ServerOutput string `json:"server_output,omitempty"`
 	Client       string `json:"client,omitempty"` // software and version, for logs

@@ -2,7 +2,14 @@
 
 package main
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+)
 
-// sysGetsockopt is getsockopt(2)'s system call number.
-const sysGetsockopt = syscall.SYS_GETSOCKOPT
+// rawGetsockopt is getsockopt(2) into any buffer, which the syscall
+// package only offers for a few option types.
+func rawGetsockopt(fd, level, name uintptr, p unsafe.Pointer, n *uint32) syscall.Errno {
+	_, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, level, name, uintptr(p), uintptr(unsafe.Pointer(n)), 0)
+	return errno
+}

@@ -1,7 +1,18 @@
 package main
 
-// sysGetsockopt is getsockopt(2)'s system call number. Go's syscall
-// package has none for linux/386, where C libraries long went through
-// socketcall(2); Linux has had the direct call since 4.3 (2015). On an
-// older kernel it fails with ENOSYS, and the reports go without TCP_INFO.
-const sysGetsockopt = 365
+import (
+	"syscall"
+	"unsafe"
+)
+
+// socketcall(2)'s number for getsockopt: 32-bit x86 reaches the socket
+// calls through this multiplexer, so syscall has no SYS_GETSOCKOPT there.
+const socketcallGetsockopt = 15
+
+// rawGetsockopt is getsockopt(2) into any buffer, which the syscall
+// package only offers for a few option types.
+func rawGetsockopt(fd, level, name uintptr, p unsafe.Pointer, n *uint32) syscall.Errno {
+	args := [5]uintptr{fd, level, name, uintptr(p), uintptr(unsafe.Pointer(n))}
+	_, _, errno := syscall.Syscall(syscall.SYS_SOCKETCALL, socketcallGetsockopt, uintptr(unsafe.Pointer(&args)), 0)
+	return errno
+}

@@ -97,8 +97,7 @@ func getsockopt(nc net.Conn, level, name int, b []byte) int {
 	n := uint32(len(b))
 	var errno syscall.Errno
 	rc.Control(func(fd uintptr) {
-		_, _, errno = syscall.Syscall6(sysGetsockopt, fd, uintptr(level), uintptr(name),
-			uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&n)), 0)
+		errno = rawGetsockopt(fd, uintptr(level), uintptr(name), unsafe.Pointer(&b[0]), &n)
 	})
 	if errno != 0 {
 		return 0

@@ -114,6 +114,10 @@ type wsConn struct {
 	text   utf8Validator
 	ctrl   [maxControlPayload]byte
 	rerr   error // sticky: once reading failed, it keeps failing
+	// drain, when set, takes binary payload that is being discarded
+	// straight off the socket (zerocopy_linux.go), and fill then reads
+	// little more than the next header so that payload stays there.
+	drain *spliceDrain
 
 	writeMu   sync.Mutex
 	wbuf      []byte      // header + payload of one frame, reused
@@ -188,6 +192,15 @@ func (c *wsConn) SetLimits(maxMessage int64, readBuffer int) {
 	}
 }
 
+// SetDrain makes d (nil: none) the way discarded binary payload leaves
+// the socket. Its owner sets it on a bulk-data stream whose payload is
+// never looked at, and unsets it before closing d.
+func (c *wsConn) SetDrain(d *spliceDrain) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	c.drain = d
+}
+
 // NetConn is the underlying connection, for socket options and addresses:
 // the TCP socket, also beneath TLS and a proxy tunnel's wrappers.
 func (c *wsConn) NetConn() net.Conn {
@@ -223,7 +236,7 @@ func (c *wsConn) fill(n int) error {
 			c.rend = copy(c.rbuf, c.rbuf[c.rpos:c.rend])
 			c.rpos = 0
 		}
-		m, err := c.nc.Read(c.rbuf[c.rend:])
+		m, err := c.nc.Read(c.rbuf[c.rend:c.readLimit(n)])
 		c.rend += m
 		if err != nil {
 			if c.rend-c.rpos >= n {
@@ -236,6 +249,17 @@ func (c *wsConn) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// readLimit is where fill's next read into rbuf stops: at the end of the
+// buffer, or with a drain just past the n bytes fill needs and never
+// short of a whole header, so that the payload behind a header stays in
+// the socket for the drain.
+func (c *wsConn) readLimit(n int) int {
+	if c.drain == nil {
+		return len(c.rbuf)
+	}
+	return min(len(c.rbuf), c.rpos+max(n, maxHeaderLen))
 }
 
 // NextFrame skips what is left of the current frame and reads headers
@@ -405,6 +429,9 @@ func (c *wsConn) Discard() (int, error) {
 func (c *wsConn) discardSome() (int, error) {
 	if c.rend == c.rpos {
 		c.rpos, c.rend = 0, 0
+		if c.drain != nil && c.msgOp != opText {
+			return c.drainSome()
+		}
 		if err := c.fill(1); err != nil {
 			return 0, c.readFailed(err)
 		}
@@ -420,6 +447,26 @@ func (c *wsConn) discardSome() (int, error) {
 			return 0, c.readFailed(err)
 		}
 		return n, nil
+	}
+	c.left -= int64(n)
+	return n, nil
+}
+
+// drainSome lets the drain take what it can of the current frame's
+// payload, which is binary (text must be validated, so it is read). A
+// masked payload goes unmasked: nobody looks at it. Where splice turns
+// out not to work, the connection reads from then on.
+func (c *wsConn) drainSome() (int, error) {
+	n, err := c.drain.discard(c.left)
+	switch {
+	case err == errNoSplice:
+		c.drain = nil
+		return c.discardSome()
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return 0, c.readFailed(err)
 	}
 	c.left -= int64(n)
 	return n, nil
