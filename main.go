@@ -48,8 +48,16 @@
 //	                 legacy_server.go serves its clients, legacy_client.go
 //	                 tests its servers (--legacy, or found on its own),
 //	                 legacy_probes.go has its ping and reverse traceroute
+//	reach.go         how the ends reach each other: -c's address forms,
+//	                 the one dial path (proxy tunnel, TLS, handshake)
+//	tls.go           wss://: certificates, the sniffing listener, the
+//	                 client's checks (tls_peek_*.go: the first byte)
+//	proxy.go         CONNECT tunnels, reverse-proxy facts, keep-alive pings
+//	zerocopy.go      the zero-copy switches; zerocopy_linux.go: splice
+//	                 receive and sendfile send (-Z); zerocopy_other.go
 //	sys.go           socket options every OS has; sys_linux.go and
-//	                 sys_other.go: TCP_INFO, congestion, CPU accounting
+//	                 sys_other.go: TCP_INFO, congestion, CPU accounting;
+//	                 sys_getsockopt_linux*.go: getsockopt per architecture
 package main
 
 import (
