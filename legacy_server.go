@@ -260,12 +260,7 @@ func (s *server) logLegacyTest(v *testView, kind legacyKind, id int, runErr erro
 		s.out.raw(string(b) + "\n")
 		return
 	}
-	var bytes int64
-	var secs float64
-	for _, res := range v.local {
-		bytes += res.Bytes
-		secs = max(secs, res.Seconds)
-	}
+	bytes, secs := v.localTotals()
 	line := fmt.Sprintf("%s %s legacy %s stream %d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
 		kind, id, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")

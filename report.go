@@ -183,6 +183,16 @@ func (v *testView) roleTag(sending bool) string {
 	return "[RX-" + side + "]"
 }
 
+// localTotals are this side's bytes over all streams and its longest
+// stream's time, for a log line.
+func (v *testView) localTotals() (bytes int64, secs float64) {
+	for _, res := range v.local {
+		bytes += res.Bytes
+		secs = max(secs, res.Seconds)
+	}
+	return bytes, secs
+}
+
 func (v *testView) remoteFor(id int) (streamResult, bool) {
 	for _, s := range v.remote {
 		if s.ID == id {

@@ -507,12 +507,7 @@ func (s *server) logTest(v *testView, runErr error) {
 		s.out.raw(string(b) + "\n")
 		return
 	}
-	var bytes int64
-	var secs float64
-	for _, res := range v.local {
-		bytes += res.Bytes
-		secs = max(secs, res.Seconds)
-	}
+	bytes, secs := v.localTotals()
 	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
 		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
