@@ -388,24 +388,7 @@ func TestPongsAmidData(t *testing.T) {
 // reachPair is a client and a server wsConn over loopback TCP.
 func reachPair(t *testing.T) (client, server *wsConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		nc, _ := ln.Accept()
-		accepted <- nc
-	}()
-	cn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn := <-accepted
-	if sn == nil {
-		t.Fatal("accept failed")
-	}
+	cn, sn := udpTCPPair(t)
 	client, server = newConn(cn, true, connOptions{}, nil), newConn(sn, false, connOptions{}, nil)
 	t.Cleanup(func() {
 		client.Abort()

@@ -617,6 +617,8 @@ func (w *udpRawFrameWriter) WriteMessage(op opcode, p []byte) error {
 	return err
 }
 
+// udpTCPPair is two ends of one loopback TCP connection, closed when the
+// test ends; tests of several files share it.
 func udpTCPPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

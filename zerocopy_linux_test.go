@@ -16,24 +16,7 @@ import (
 // by hand (TCP_NODELAY, so each write leaves as its own segments).
 func zcSplicePair(t *testing.T) (c *wsConn, d *spliceDrain, peer *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		nc, _ := ln.Accept()
-		accepted <- nc
-	}()
-	pc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn := <-accepted
-	if sn == nil {
-		t.Fatal("accept failed")
-	}
+	pc, sn := udpTCPPair(t)
 	peer = pc.(*net.TCPConn)
 	peer.SetNoDelay(true)
 	c = newConn(sn, false, connOptions{maxMessage: 4 << 20, readBuffer: 1 << 20}, nil)

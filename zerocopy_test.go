@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 )
@@ -11,24 +10,7 @@ import (
 // zcConnPair is a client and a server wsConn joined by loopback TCP.
 func zcConnPair(t *testing.T, readBuffer int) (client, server *wsConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		nc, _ := ln.Accept()
-		accepted <- nc
-	}()
-	cn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn := <-accepted
-	if sn == nil {
-		t.Fatal("accept failed")
-	}
+	cn, sn := udpTCPPair(t)
 	opt := connOptions{maxMessage: 4 << 20, readBuffer: readBuffer}
 	client, server = newConn(cn, true, opt, nil), newConn(sn, false, opt, nil)
 	t.Cleanup(func() {
