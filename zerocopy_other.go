@@ -21,6 +21,6 @@ func (*spliceDrain) discard(int64) (int, error) { return 0, errNoSplice }
 
 func (*spliceDrain) close() {}
 
-func newZeroCopyBatch(*wsConn, int, int) (bulkBatch, *poolReader, func(), error) {
+func newZeroCopyBatch(*wsConn, int, int, int) (bulkBatch, *poolReader, func(), error) {
 	return nil, nil, nil, errors.New("zero-copy sending is only implemented on Linux, not " + runtime.GOOS)
 }
