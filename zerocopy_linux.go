@@ -1,10 +1,11 @@
 package main
 
-// zerocopy_linux.go keeps bulk payload out of user space on Linux. A
+// zerocopy_linux.go keeps bulk payload out of user space on Linux, with
+// splice(2), which hands pages along instead of copying them. A
 // receiving stream's payload goes from the socket into a pipe and from
-// the pipe to /dev/null with splice(2), so the kernel hands pages along
-// instead of copying them to wperf and back. zerocopy_other.go says it
-// is missing elsewhere.
+// the pipe to /dev/null; with -Z a sender's goes from a file holding the
+// pool into a pipe and from the pipe to the socket. zerocopy_other.go
+// says it is missing elsewhere.
 
 import (
 	"errors"
@@ -204,7 +205,7 @@ func (d *spliceDrain) close() {
 
 // zeroCopyPool is the payload pool in kernel-owned pages: an unlinked
 // file in tmpfs holding a copy of the heap pool src, so that a slice of
-// src names the same bytes in the file. sendfile(2) hands the file's
+// src names the same bytes in the file. splice(2) hands the file's
 // pages to the socket by reference, so the file is never written once
 // made. One is shared by every -Z sender of the process, and closed when
 // it is replaced and its last sender is done; pages still queued in

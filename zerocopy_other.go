@@ -2,9 +2,9 @@
 
 package main
 
-// zerocopy_other.go stands in for zerocopy_linux.go where splice(2) and
-// sendfile(2) are not used: receivers read and discard payload, and
-// senders copy it whatever -Z asks.
+// zerocopy_other.go stands in for zerocopy_linux.go where splice(2) is
+// not used: receivers read and discard payload, and senders copy it
+// whatever -Z asks.
 
 import (
 	"errors"
