@@ -59,7 +59,7 @@
 //	                 client's checks (tls_peek_*.go: the first byte)
 //	proxy.go         CONNECT tunnels, reverse-proxy facts, keep-alive pings
 //	zerocopy.go      the zero-copy switches; zerocopy_linux.go: splice
-//	                 receive and sendfile send (-Z); zerocopy_other.go
+//	                 receive and splice send (-Z); zerocopy_other.go
 //	sys.go           socket options every OS has; sys_linux.go and
 //	                 sys_other.go: TCP_INFO, congestion, CPU accounting;
 //	                 sys_getsockopt_linux*.go: getsockopt per architecture

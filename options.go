@@ -157,7 +157,7 @@ var options = []option{
 		c.notSentLowat = int(n)
 		return nil
 	}},
-	{'Z', "zerocopy", "", inClient, "senders, the server's too (-R, --bidir), use sendfile instead of copying (Linux)", func(*config, string) error { return nil }},
+	{'Z', "zerocopy", "", inClient, "senders, the server's too (-R, --bidir), splice payload instead of copying it (Linux)", func(*config, string) error { return nil }},
 	{0, "no-zerocopy", "", inServer | inClient, "receive messages of 128K and more by reading, not with splice (Linux)", func(*config, string) error { noZeroCopy.Store(true); return nil }},
 
 	// client: output

@@ -370,7 +370,7 @@ type bulkBatch interface {
 // -Z, where it cannot work, the stream copies after one line on stderr.
 func (run *testRun) newBatch(c *wsConn, frames int) (bulkBatch, *poolReader, func()) {
 	if run.zeroCopy {
-		zb, src, release, err := newZeroCopyBatch(c, frames, run.length)
+		zb, src, release, err := newZeroCopyBatch(c, frames, run.length, streamReadBuffer(run.length, len(run.streams)))
 		if err == nil {
 			return zb, src, release
 		}

@@ -238,7 +238,7 @@ func TestZeroCopySendWire(t *testing.T) {
 				from, to = server, client
 			}
 			const length, frames = 100000, 24
-			b, src, release, err := newZeroCopyBatch(from, frames, length)
+			b, src, release, err := newZeroCopyBatch(from, frames, length, 256<<10)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,9 +2,9 @@
 
 package main
 
-// zerocopy_other.go stands in for zerocopy_linux.go where splice(2) and
-// sendfile(2) are not used: receivers read and discard payload, and
-// senders copy it whatever -Z asks.
+// zerocopy_other.go stands in for zerocopy_linux.go where splice(2) is
+// not used: receivers read and discard payload, and senders copy it
+// whatever -Z asks.
 
 import (
 	"errors"
@@ -21,6 +21,6 @@ func (*spliceDrain) discard(int64) (int, error) { return 0, errNoSplice }
 
 func (*spliceDrain) close() {}
 
-func newZeroCopyBatch(*wsConn, int, int) (bulkBatch, *poolReader, func(), error) {
+func newZeroCopyBatch(*wsConn, int, int, int) (bulkBatch, *poolReader, func(), error) {
 	return nil, nil, nil, errors.New("zero-copy sending is only implemented on Linux, not " + runtime.GOOS)
 }
