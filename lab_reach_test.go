@@ -347,6 +347,24 @@ func TestLabNginx(t *testing.T) {
 				}
 			})
 		}
+		t.Run(s.name+"/ping", func(t *testing.T) {
+			rl := rl.sub(t)
+			args := append([]string{wperfBinary(t), "-c", s.url, "--ping", "--ping-count", "5", "-i", "0.1", "-J"}, s.tls...)
+			out, err := rl.try(rl.client, args...)
+			var r struct {
+				End struct {
+					Transmitted, Received int
+					MinMs                 float64 `json:"min_ms"`
+					MaxMs                 float64 `json:"max_ms"`
+				}
+			}
+			if jerr := json.Unmarshal([]byte(out), &r); err != nil || jerr != nil {
+				t.Fatalf("exit %v, JSON %v:\n%s", err, jerr, out)
+			}
+			if e := r.End; e.Transmitted != 5 || e.Received != 5 || e.MinMs <= 0 || e.MaxMs > 1000 {
+				t.Errorf("through nginx: %+v; want 5 of 5 echoed, each within (0, 1000] ms", e)
+			}
+		})
 	}
 }
 
