@@ -38,7 +38,8 @@
 //	                 the live reporter
 //	report_text.go   iperf3's text layout
 //	report_json.go   iperf3's -J document
-//	ws.go            RFC 6455 connection: read, write, control frames, close
+//	ws.go            RFC 6455 connection: write, close; ws_read.go: frames
+//	                 read, payload handed out or discarded, control frames
 //	ws_frame.go      the frame codec: header, mask, UTF-8, close payload
 //	ws_handshake.go  the opening handshakes, server and client
 //	ws_batch.go      many frames in one writev, for bulk data
