@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 			defer s.udp.close()
 		}
 	}
-	ln = &guardedListener{Listener: ln, g: s.conns, refused: s.logTurnedAway, turning: make(chan struct{}, maxTurning)}
+	ln = &guardedListener{Listener: ln, g: s.conns, refused: s.logTurnedAway, notHTTP: s.logNotHTTP, turning: make(chan struct{}, maxTurning)}
 	if !cfg.json {
 		out.printf("Server listening on %s (wperf %s, protocol %s)", ln.Addr(), version, subprotocolV1)
 	}
@@ -142,6 +142,7 @@ const maxHeaderBytes = 16 << 10
 // clients (they authenticate in-band), then authentication, the echo
 // endpoint and the wperf protocol.
 func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
+	w.Header().Set(wperfHeader, software)
 	peer, named := s.peerAddr(hr)
 	addr, _ := peerIP(peer)
 	if named {
@@ -400,6 +401,12 @@ func (s *server) logRefusal(peer string, code statusCode, err error) {
 // logTurnedAway notes a connection turned away by a cap.
 func (s *server) logTurnedAway(a netip.Addr, err error) {
 	s.logRationed(&s.connLog, "turned away", a.String(), err.Error())
+}
+
+// logNotHTTP notes a client closed because its first bytes were no HTTP
+// request; they are quoted, escaped, since they say what it was.
+func (s *server) logNotHTTP(a netip.Addr, first []byte) {
+	s.logRationed(&s.connLog, "closed", a.String(), fmt.Sprintf("its first bytes %q are not an HTTP request (an iperf3 client?)", first))
 }
 
 // logAuthFailure notes a wrong or missing token, never the token itself.

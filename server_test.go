@@ -9,9 +9,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -323,5 +325,94 @@ func TestServerShutdownDuringTest(t *testing.T) {
 	}
 	if r.code != exitRuntime || !strings.Contains(r.stderr, "shutting down") {
 		t.Errorf("client: want exit 1 and the server's reason, got %v", r)
+	}
+}
+
+// TestServerClosesNonHTTPClients: a client whose first bytes cannot
+// begin an HTTP request is closed at once, with one log line naming its
+// address, while an HTTP client's first bytes pass.
+func TestServerClosesNonHTTPClients(t *testing.T) {
+	t.Parallel()
+	srv := startE2EServer(t)
+	cases := []struct {
+		name   string
+		first  string
+		closed bool
+	}{
+		{"iperf3's cookie", "blzh6grtc5ttt4y3mpwxq2jcs4hm3cuqwz5a\x00", true},
+		{"SSH banner", "SSH-2.0-OpenSSH_9.6\r\n", true},
+		{"lower-case method", "get / HTTP/1.1\r\n", true},
+		{"HTTP request line", "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", net.JoinHostPort(srv.host, srv.port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(3 * time.Second))
+			io.WriteString(nc, tc.first)
+			answer, err := io.ReadAll(io.LimitReader(nc, 1<<10))
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				t.Fatalf("no answer and no close within 3 s (got %q)", answer)
+			case tc.closed && len(answer) > 0:
+				t.Errorf("closed after an answer %q, want a bare close", answer)
+			case !tc.closed && !strings.HasPrefix(string(answer), "HTTP/1.1 200"):
+				t.Errorf("answer %q, want HTTP/1.1 200", answer)
+			}
+		})
+	}
+	log := srv.out.String()
+	if n := strings.Count(log, "not an HTTP request"); n != 3 {
+		t.Errorf("server log has %d lines about non-HTTP clients, want 3:\n%s", n, log)
+	}
+	if !strings.Contains(log, `closed 127.0.0.1: its first bytes "blzh6grt" are not an HTTP request`) {
+		t.Errorf("server log does not name the address and the first bytes:\n%s", log)
+	}
+}
+
+// TestServerAgainstIperf3Client: iperf3 -c at a wperf server fails within
+// a few seconds instead of hanging, and the server says why in its log.
+func TestServerAgainstIperf3Client(t *testing.T) {
+	t.Parallel()
+	labNeeds(t, "iperf3")
+	srv := startE2EServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "iperf3", "-c", srv.host, "-p", srv.port, "-t", "1").CombinedOutput()
+	took := time.Since(start)
+	if err == nil || ctx.Err() != nil || took > 3*time.Second {
+		t.Errorf("iperf3 -c: %v after %v, want a failure within 3 s\n%s", err, took, out)
+	}
+	e2eWaitFor(t, time.Second, "the server's log line", func() bool {
+		return strings.Contains(srv.out.String(), "are not an HTTP request (an iperf3 client?)")
+	})
+}
+
+func TestMayStartRequest(t *testing.T) {
+	cases := []struct {
+		first string
+		want  bool
+	}{
+		{"G", true},
+		{"GET / HTTP/1.1", true},
+		{"OPTIONS * HTTP/1.1", true},
+		{"UPDATEREDIRECTREF /", true},
+		{"\x16\x03\x01\x02\x00", true}, // a TLS ClientHello: net/http answers it
+		{" GET", false},
+		{"get /", false},
+		{"abcdefgh", false},
+		{"SSH-2.0", false},
+		{"\x00\x00\x00\x01", false},
+		{strings.Repeat("A", maxMethodLen+1), false},
+	}
+	for _, tc := range cases {
+		if got := mayStartRequest([]byte(tc.first)); got != tc.want {
+			t.Errorf("mayStartRequest(%q) = %v, want %v", tc.first, got, tc.want)
+		}
 	}
 }
