@@ -284,6 +284,9 @@ func TestCtrlC(t *testing.T) {
 			if secs, _ := strconv.ParseFloat(m[4], 64); secs > 15 {
 				t.Errorf("the server's record %q: it kept going after the interrupt", m[0])
 			}
+			if m[9] != "the client stopped it (Ctrl-C)" {
+				t.Errorf("the server's record %q: want it cut short by the client", m[0])
+			}
 		})
 	}
 }

@@ -145,7 +145,7 @@ func TestServerOneOff(t *testing.T) {
 	}
 }
 
-var e2eLogRE = regexp.MustCompile(`^(\S+) 127\.0\.0\.1:\d+ (upload|download|bidir) P=(\d+) (\d+\.\d\d) sec +(\d+(\.\d+)? [KMGT]?Bytes) +\d+(\.\d+)? [KMGT]?bits/sec(?: \S+=\S+)*$`)
+var e2eLogRE = regexp.MustCompile(`^(\S+) 127\.0\.0\.1:\d+ (upload|download|bidir) P=(\d+) (\d+\.\d\d) sec +(\d+(\.\d+)? [KMGT]?Bytes) +\d+(\.\d+)? [KMGT]?bits/sec((?: \S+=\S+)*)(?: cut short(?: by an error)?: (.*))?$`)
 
 // TestServerLog: one line per test with peer, mode, streams, duration,
 // bytes and rate; with -J one JSON document per line.
@@ -161,8 +161,10 @@ func TestServerLog(t *testing.T) {
 		if len(lines) != 4 || !strings.HasPrefix(lines[0], "Server listening on 127.0.0.1:"+srv.port) {
 			t.Fatalf("want a listening line and one line per test, got:\n%s", srv.out.String())
 		}
-		want := []struct{ mode, streams, bytes string }{
-			{"upload", "1", ""}, {"download", "1", "5.00 MBytes"}, {"bidir", "2", "4.00 MBytes"},
+		want := []struct{ mode, streams, bytes, fields string }{
+			{"upload", "1", "", " proto=tcp time=0.3 omit=0"},
+			{"download", "1", "5.00 MBytes", " proto=tcp bytes=5242880 omit=0"},
+			{"bidir", "2", "4.00 MBytes", " proto=tcp bytes=2097152 omit=0"},
 		}
 		for k, w := range want {
 			l := lines[k+1]
@@ -176,6 +178,12 @@ func TestServerLog(t *testing.T) {
 			}
 			if m[2] != w.mode || m[3] != w.streams || (w.bytes != "" && m[5] != w.bytes) {
 				t.Errorf("log line %q: want %s, P=%s, %q", l, w.mode, w.streams, w.bytes)
+			}
+			if !strings.HasPrefix(m[8], w.fields) || tcpInfoAvailable != strings.Contains(m[8], " retr=") || m[9] != "" {
+				t.Errorf("log line %q: want the request%q, retransmits where TCP_INFO is, and no cut short", l, w.fields)
+			}
+			if dirs := strings.Contains(m[8], " up=2.00MBytes down=2.00MBytes"); dirs != (w.mode == "bidir") {
+				t.Errorf("log line %q: per-direction totals %v, want them for --bidir only", l, dirs)
 			}
 		}
 	})
@@ -325,6 +333,13 @@ func TestServerShutdownDuringTest(t *testing.T) {
 	}
 	if r.code != exitRuntime || !strings.Contains(r.stderr, "shutting down") {
 		t.Errorf("client: want exit 1 and the server's reason, got %v", r)
+	}
+	lines := e2eLines(srv.out.String())
+	if len(lines) != 3 || !strings.HasSuffix(lines[1], " server shutting down (1 tests cut short)") {
+		t.Fatalf("server log: want the listening line, the shutdown and the test's line, got:\n%s", srv.out.String())
+	}
+	if m := e2eLogRE.FindStringSubmatch(lines[2]); m == nil || m[9] != "server shutting down" {
+		t.Errorf("the test's log line %q: want it cut short by the shutdown, with that reason only", lines[2])
 	}
 }
 

@@ -336,17 +336,22 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, opt dialOptio
 func awaitAnswer(ctx context.Context, nc net.Conn, br *bufio.Reader, host string) error {
 	ctxDeadline, _ := ctx.Deadline()
 	wait := time.Now().Add(firstAnswerWait)
-	if !ctxDeadline.IsZero() && ctxDeadline.Before(wait) {
+	ctxFirst := !ctxDeadline.IsZero() && ctxDeadline.Before(wait)
+	if ctxFirst {
 		wait = ctxDeadline
 	}
 	nc.SetReadDeadline(wait)
 	_, err := br.Peek(1)
 	nc.SetReadDeadline(ctxDeadline)
 	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return handshakeIOError(ctx, err)
-	case errors.As(err, &ne) && ne.Timeout():
+	case timeout && ctxFirst:
+		// The context's deadline, whose timer may not have fired yet.
+		return handshakeIOError(ctx, context.DeadlineExceeded)
+	case timeout:
 		return &notWperfError{Host: host, Why: fmt.Sprintf("did not answer the WebSocket upgrade within %v", firstAnswerWait)}
 	case err != nil:
 		return &notWperfError{Host: host, Why: "closed the connection without answering the WebSocket upgrade"}
