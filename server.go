@@ -525,7 +525,10 @@ func splitPeer(peer string) (string, int) {
 func (s *server) logTest(v *testView, cutShort string, runErr error) {
 	if s.cfg.json {
 		doc := v.document()
-		if runErr != nil {
+		switch {
+		case runErr != nil && cutShort != "":
+			doc.Error = cutShort
+		case runErr != nil:
 			doc.Error = runErr.Error()
 		}
 		b, _ := json.Marshal(doc)

@@ -431,3 +431,31 @@ func TestMayStartRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestServerShutdownLogJSON: with -J the shutdown is an event line, and
+// the test it cuts short names the shutdown as its error, not the
+// closed sockets it left behind.
+func TestServerShutdownLogJSON(t *testing.T) {
+	t.Parallel()
+	srv := startE2EServer(t, "-J")
+	cl := e2eStart(srv.args("-t", "20", "-i", "0.2")...)
+	e2eWaitFor(t, 10*time.Second, "the first interval", func() bool {
+		return strings.Contains(cl.out.String(), " sec ")
+	})
+	srv.cancel()
+	if !srv.wait(10 * time.Second) {
+		t.Fatal("serve still running 10 s after shutdown began")
+	}
+	cl.wait(t, 10*time.Second)
+	lines := e2eLines(srv.out.String())
+	if len(lines) != 2 {
+		t.Fatalf("want the shutdown event and the test's document, got:\n%s", srv.out.String())
+	}
+	ev := e2eDecode(t, lines[0])
+	if ev["event"] != "shutdown" || e2eInt(t, ev, "tests_cut_short") != 1 {
+		t.Errorf("first line %s: want the shutdown event with 1 test cut short", lines[0])
+	}
+	if doc := e2eDecode(t, lines[1]); doc["error"] != "server shutting down" {
+		t.Errorf("the test's error is %q, want \"server shutting down\"", doc["error"])
+	}
+}

@@ -195,7 +195,10 @@ type handshakeError struct {
 
 func (e *handshakeError) Error() string {
 	msg := fmt.Sprintf("server answered %d %s", e.Status, http.StatusText(e.Status))
-	if !e.Wperf {
+	switch {
+	case !e.Wperf && e.Status >= 502 && e.Status <= 504:
+		return msg + " to the WebSocket upgrade: it is not a wperf server, or a proxy in front of one that cannot reach it"
+	case !e.Wperf:
 		return msg + " to the WebSocket upgrade: it is not a wperf server"
 	}
 	if e.Message != "" {

@@ -441,6 +441,11 @@ func TestDialWSNotWperf(t *testing.T) {
 			fmt.Fprintf(nc, "HTTP/1.1 404 Not Found\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s", len(page), page)
 			io.Copy(io.Discard, nc)
 		}, "server answered 404 Not Found to the WebSocket upgrade: it is not a wperf server", false},
+		{"gateway error", func(nc net.Conn) {
+			nc.Read(make([]byte, 4096))
+			io.WriteString(nc, "HTTP/1.1 502 Bad Gateway\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n")
+			io.Copy(io.Discard, nc)
+		}, "502 Bad Gateway to the WebSocket upgrade: it is not a wperf server, or a proxy in front of one that cannot reach it", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
