@@ -162,12 +162,18 @@ func dialServer(ctx context.Context, cfg *config, u *url.URL, opt dialOptions) (
 		return nil, errOldServer
 	case err == nil:
 		return c, nil
-	case errors.As(err, &he) && he.Status == http.StatusUnauthorized:
+	case errors.As(err, &he) && he.Wperf && he.Status == http.StatusUnauthorized:
 		return nil, errAuthFailed
+	case errors.As(err, &he) && !he.Wperf:
+		return nil, fmt.Errorf("%s: %w", u.Host, err)
 	case errors.As(err, &he):
 		return nil, fmt.Errorf("server %s refused the connection: %w", u.Host, err)
+	case errors.Is(err, errNotWperf):
+		return nil, err
 	case errors.Is(err, context.DeadlineExceeded):
 		return nil, fmt.Errorf("unable to connect to server %s: no answer within %gs (--connect-timeout)", u.Host, cfg.connectTimeout)
+	case errors.Is(err, syscall.ECONNREFUSED) && cfg.reach.route == nil:
+		return nil, fmt.Errorf("unable to connect to server %s: connection refused: is `wperf -s` running on %s, port %s?", u.Host, u.Hostname(), u.Port())
 	}
 	return nil, fmt.Errorf("unable to connect to server %s: %w", u.Host, err)
 }
@@ -203,6 +209,9 @@ func (t *clientTest) run(ctx context.Context) error {
 	t.probes.idleBefore(ctx)
 	if t.probes.foundOldServer() {
 		return errOldServer
+	}
+	if err := t.probes.notWperf(); err != nil {
+		return err
 	}
 	streams, err := t.setUp(ctx)
 	defer func() {

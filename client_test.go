@@ -6,8 +6,12 @@ package main
 // still connecting.
 
 import (
+	"bufio"
+	"io"
 	"maps"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime"
@@ -77,8 +81,9 @@ func TestClientConnectionRefused(t *testing.T) {
 	t.Parallel()
 	port := e2eClosedPort(t)
 	r := e2eRun("-c", "127.0.0.1", "-p", port, "-t", "1")
-	if r.code != exitRuntime || !strings.Contains(r.stderr, "unable to connect") || !strings.Contains(r.stderr, "refused") {
-		t.Errorf("want exit 1 and \"unable to connect ... refused\", got %v", r)
+	hint := "is `wperf -s` running on 127.0.0.1, port " + port + "?"
+	if r.code != exitRuntime || !strings.Contains(r.stderr, "unable to connect") || !strings.Contains(r.stderr, "refused") || !strings.Contains(r.stderr, hint) {
+		t.Errorf("want exit 1 and \"unable to connect ... refused: %s\", got %v", hint, r)
 	}
 
 	j := e2eRun("-c", "127.0.0.1", "-p", port, "-t", "1", "-J")
@@ -109,6 +114,92 @@ func TestClientConnectionRefused(t *testing.T) {
 	if msg, _ := last["data"].(string); s.code != exitRuntime || last["event"] != "error" || !strings.Contains(msg, "unable to connect") {
 		t.Errorf("--json-stream: want exit 1 and an error event last, got %v", s)
 	}
+}
+
+// ---- peers that are not wperf servers ----
+
+// TestClientAgainstNonWperfServers: an iperf3 server and a web server
+// each get one line on standard error that says they are not wperf
+// servers, within firstAnswerWait, and never the web server's page.
+func TestClientAgainstNonWperfServers(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		start func(t *testing.T) string // the peer's port
+		want  string
+	}{
+		{"iperf3 -s", startIperf3Server, "accepted TCP but answered the WebSocket upgrade with bytes that are not HTTP"},
+		{"web server", startWebServer, "server answered 404 Not Found to the WebSocket upgrade: it is not a wperf server"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			port := tc.start(t)
+			start := time.Now()
+			r := e2eRun("-c", "127.0.0.1", "-p", port, "-t", "1")
+			took := time.Since(start)
+			lines := e2eLines(r.stderr)
+			if r.code != exitRuntime || len(lines) != 1 || !strings.Contains(lines[0], tc.want) || strings.Contains(r.stderr, "<") {
+				t.Errorf("want exit 1 and one line with %q, got %v", tc.want, r)
+			}
+			if took > firstAnswerWait+time.Second {
+				t.Errorf("the verdict took %v, want it within %v", took, firstAnswerWait)
+			}
+		})
+	}
+}
+
+// startIperf3Server runs iperf3 -s -1 on a free loopback port until the
+// test ends. It is ready once it says so: a probe connection would be
+// the one test -1 allows.
+func startIperf3Server(t *testing.T) string {
+	labNeeds(t, "iperf3")
+	port := e2eClosedPort(t)
+	cmd := exec.Command("iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port, "--forceflush")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		defer close(ready)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "Server listening on") {
+				ready <- true
+				io.Copy(io.Discard, out)
+				return
+			}
+		}
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("iperf3 -s ended without listening")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("iperf3 -s did not say it listens within 5 s")
+	}
+	return port
+}
+
+// startWebServer serves an HTML 404 page on every path, as a web server
+// that knows nothing of wperf would.
+func startWebServer(t *testing.T) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "<!DOCTYPE html>\n<html><body><h1>404 Not Found</h1>\n<p>nothing here</p></body></html>\n")
+	}))
+	t.Cleanup(srv.Close)
+	return strconv.Itoa(srv.Listener.Addr().(*net.TCPAddr).Port)
 }
 
 // ---- Ctrl-C, on the real binary ----
@@ -192,6 +283,9 @@ func TestCtrlC(t *testing.T) {
 			m := e2eLogRE.FindStringSubmatch(logged[len(logged)-1])
 			if secs, _ := strconv.ParseFloat(m[4], 64); secs > 15 {
 				t.Errorf("the server's record %q: it kept going after the interrupt", m[0])
+			}
+			if m[9] != "the client stopped it (Ctrl-C)" {
+				t.Errorf("the server's record %q: want it cut short by the client", m[0])
 			}
 		})
 	}

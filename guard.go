@@ -129,6 +129,59 @@ type guardedConn struct {
 	addr   netip.Addr // whom it is charged to; guarded by g.mu
 	closed bool       // guarded by g.mu
 	once   sync.Once
+	// notHTTP logs a client whose first bytes are no HTTP request; nil
+	// skips the check. checked: the first bytes passed (reader only).
+	notHTTP func(a netip.Addr, first []byte)
+	checked bool
+}
+
+// errNotHTTP ends a connection whose first bytes cannot begin an HTTP
+// request.
+var errNotHTTP = errors.New("not an HTTP client")
+
+// Read checks the first bytes a client sends. One that cannot be HTTP
+// (an iperf3 client's cookie, an SSH banner) is closed at once, so that
+// it fails now instead of waiting, silent, for net/http's header timeout.
+// After that first read it is the socket's Read.
+func (gc *guardedConn) Read(p []byte) (int, error) {
+	n, err := gc.TCPConn.Read(p)
+	if gc.checked || gc.notHTTP == nil || n == 0 {
+		return n, err
+	}
+	gc.checked = true
+	if !mayStartRequest(p[:n]) {
+		gc.notHTTP(gc.addr, p[:min(n, 8)])
+		gc.Close()
+		return 0, errNotHTTP
+	}
+	return n, err
+}
+
+// maxMethodLen bounds the method of a request line we take: the longest
+// method in IANA's registry (UPDATEREDIRECTREF) has 17 characters.
+const maxMethodLen = 20
+
+// mayStartRequest says whether b can be the start of an HTTP/1.x request
+// (RFC 9112 §3): a method, then a space. Every registered method is upper
+// case letters, with '-' or '_' at most (RFC 9110 §16.1); a TLS record
+// header (a wss:// client at a ws:// server) passes too, so net/http can
+// answer it with a 400 the client reads as "speaks plain ws://".
+func mayStartRequest(b []byte) bool {
+	if len(b) > 0 && b[0] == tlsRecordHandshake {
+		return true
+	}
+	for i, c := range b {
+		switch {
+		case c == ' ':
+			return i > 0
+		case i >= maxMethodLen:
+			return false
+		case c >= 'A' && c <= 'Z', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (gc *guardedConn) Close() error {
@@ -140,8 +193,9 @@ func (gc *guardedConn) Close() error {
 type guardedListener struct {
 	net.Listener
 	g       *connGuard
-	refused func(a netip.Addr, why error) // logs a turned-away connection
-	turning chan struct{}                 // bounds the goroutines that answer them
+	refused func(a netip.Addr, why error)    // logs a turned-away connection
+	turning chan struct{}                    // bounds the goroutines that answer them
+	notHTTP func(a netip.Addr, first []byte) // logs a client that does not speak HTTP
 }
 
 // maxTurning bounds the 503 answers in flight; past it, connections over
@@ -161,6 +215,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		a := tcpPeerIP(tc.RemoteAddr())
 		gc, err := l.g.enter(tc, a)
 		if err == nil {
+			gc.notHTTP = l.notHTTP
 			return gc, nil
 		}
 		l.refused(a, err)
@@ -183,7 +238,7 @@ func turnAway(nc net.Conn, why error) {
 	defer nc.Close()
 	msg := why.Error() + "\n"
 	nc.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	fmt.Fprintf(nc, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	fmt.Fprintf(nc, "HTTP/1.1 503 Service Unavailable\r\n%s: %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", wperfHeader, software, len(msg), msg)
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.CloseWrite()
 	}
@@ -221,10 +276,12 @@ func (g *connGuard) chargeClient(hr *http.Request, a netip.Addr) error {
 // Token guessing: each failed token from an address makes its next 401
 // come later, from authBaseDelay doubling up to authMaxDelay, until the
 // address has had no failure for authForget. At most authTracked
-// addresses are remembered.
+// addresses are remembered. authMaxDelay stays below the client's
+// firstAnswerWait, so that a slow 401 is never taken for a peer that
+// does not answer at all.
 const (
 	authBaseDelay = 50 * time.Millisecond
-	authMaxDelay  = 2 * time.Second
+	authMaxDelay  = 1500 * time.Millisecond
 	authForget    = 10 * time.Minute
 	authTracked   = 4096
 )

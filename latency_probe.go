@@ -98,6 +98,22 @@ func (p *latencyProber) foundOldServer() bool {
 	return errors.Is(p.refused, errOldServer)
 }
 
+// notWperf is a probe's finding that the peer is no wperf server at
+// all, or nil. The run ends with it: the probe's connection may have been
+// the only one such a peer takes (iperf3 -s -1 exits after it).
+func (p *latencyProber) notWperf() error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var nw *notWperfError
+	if errors.As(p.refused, &nw) {
+		return nw
+	}
+	return nil
+}
+
 func (p *latencyProber) off() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -507,7 +523,7 @@ func (d *probeDialer) open(ctx context.Context, purpose string) (*wsConn, probeT
 	}
 	if err != nil {
 		var he *handshakeError
-		if errors.As(err, &he) {
+		if errors.As(err, &he) || errors.Is(err, errNotWperf) {
 			err = fmt.Errorf("%w: %w", errPingRefused, err)
 		}
 		return nil, times, err

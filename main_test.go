@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -201,5 +202,26 @@ func TestFlagParseForms(t *testing.T) {
 		if !tc.check(c) {
 			t.Errorf("%q: parsed to %+v", tc.args, *c)
 		}
+	}
+}
+
+// TestReadmeQuickStart: README's first command block builds and runs one
+// test, and the test suite's command has a block of its own, so pasting
+// the first never starts the long test run.
+func TestReadmeQuickStart(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(readme), 2)
+	if len(blocks) < 2 {
+		t.Fatal("README.md has fewer than two sh blocks")
+	}
+	first, second := blocks[0][1], blocks[1][1]
+	if !strings.Contains(first, "go build") || strings.Contains(first, "go test") {
+		t.Errorf("README's first block %q: want the build and a test run, without go test", first)
+	}
+	if strings.TrimSpace(second) != "go test -race -count=1 -timeout 20m ./..." {
+		t.Errorf("README's second block %q: want the test command alone", second)
 	}
 }

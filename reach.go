@@ -58,6 +58,9 @@ func fileOpt(name string, field func(*config) *string) func(*config, string) err
 // or the target's scheme, and loads the files the options name, so that
 // a bad certificate is a usage error rather than a failure later.
 func (c *config) checkReach() error {
+	if err := c.checkBind(); err != nil {
+		return err
+	}
 	switch c.mode {
 	case modeServer:
 		return c.reach.checkServer()
@@ -242,6 +245,55 @@ func parseTargetURL(raw, scheme, rest string, port int, portSet bool) (*url.URL,
 		u.Path = "/"
 	}
 	return wsURL(u.String())
+}
+
+// ---- the address forms of -B ----
+
+// checkBind reads -B in the forms -c takes, less URLs: an address or a
+// name, IPv6 with or without brackets; a server's may carry its port too
+// (HOST:PORT, [IPv6]:PORT), which then stands for -p. A client's stays an
+// address, as iperf3's does (its port is the system's choice). An
+// interface name is the usual slip, and is named as such.
+func (c *config) checkBind() error {
+	if c.bind == "" || c.mode != modeServer && c.mode != modeClient {
+		return nil
+	}
+	bad := func(why string) error { return fmt.Errorf("bad --bind %q: %s", c.bind, why) }
+	if ifi, err := net.InterfaceByName(c.bind); err == nil {
+		return bad(fmt.Sprintf("%s is a network interface, not an address: use one of its addresses%s, or --bind-dev %s", c.bind, interfaceAddrs(ifi), c.bind))
+	}
+	if strings.ContainsAny(c.bind, "/?#@ ") {
+		return bad("want an address: ADDR, HOST:PORT or [IPv6]:PORT")
+	}
+	host, port, err := splitTarget(c.bind)
+	switch {
+	case err != nil:
+		return bad(err.Error())
+	case c.mode == modeClient && (port != "" || net.ParseIP(host) == nil):
+		return bad("want an IP address (a client's port is --cport's)")
+	case port != "" && c.set["port"] && port != strconv.Itoa(c.port):
+		return bad(fmt.Sprintf("its port %s and -p %d disagree", port, c.port))
+	case port != "":
+		c.port, _ = strconv.Atoi(port)
+	}
+	c.bind = host
+	return nil
+}
+
+// interfaceAddrs lists an interface's addresses for a hint: " (a, b)",
+// or "" when it has none.
+func interfaceAddrs(ifi *net.Interface) string {
+	addrs, _ := ifi.Addrs()
+	var ips []string
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLinkLocalUnicast() {
+			ips = append(ips, ipn.IP.String())
+		}
+	}
+	if len(ips) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(ips, ", ") + ")"
 }
 
 // ---- the client's dial path ----

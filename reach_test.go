@@ -199,6 +199,45 @@ func TestReachFlagForms(t *testing.T) {
 	}
 }
 
+// TestBindForms: -B takes -c's address forms (a server's with its port
+// too), and an interface name is called one, with --bind-dev suggested.
+func TestBindForms(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args    []string
+		bind    string
+		port    int
+		errHas  string // "" when the line must parse
+		errHas2 string
+	}{
+		{[]string{"-s", "-B", "127.0.0.1"}, "127.0.0.1", 8765, "", ""},
+		{[]string{"-s", "-B", "::1"}, "::1", 8765, "", ""},
+		{[]string{"-s", "-B", "[::1]"}, "::1", 8765, "", ""},
+		{[]string{"-s", "-B", "127.0.0.1:9000"}, "127.0.0.1", 9000, "", ""},
+		{[]string{"-s", "-B", "[::1]:9000"}, "::1", 9000, "", ""},
+		{[]string{"-s", "-B", "127.0.0.1:9000", "-p", "9000"}, "127.0.0.1", 9000, "", ""},
+		{[]string{"-s", "-B", "localhost"}, "localhost", 8765, "", ""},
+		{[]string{"-c", noServer, "-B", "[::1]"}, "::1", 1, "", ""},
+		{[]string{"-s", "-B", "127.0.0.1:9000", "-p", "9001"}, "", 0, "disagree", ""},
+		{[]string{"-s", "-B", "lo"}, "", 0, "lo is a network interface, not an address", "--bind-dev lo"},
+		{[]string{"-c", noServer, "-B", "lo"}, "", 0, "lo is a network interface, not an address", "127.0.0.1"},
+		{[]string{"-c", noServer, "-B", "127.0.0.1:9000"}, "", 0, "--cport", ""},
+		{[]string{"-s", "-B", "ws://127.0.0.1/"}, "", 0, "want an address", ""},
+		{[]string{"-s", "-B", "2001:db8::1:99999"}, "", 0, "IPv6", ""},
+	}
+	for _, tc := range cases {
+		c, err := parseArgs(tc.args)
+		switch {
+		case tc.errHas == "" && err != nil:
+			t.Errorf("%q: %v", tc.args, err)
+		case tc.errHas == "" && (c.bind != tc.bind || tc.args[0] == "-s" && c.port != tc.port):
+			t.Errorf("%q: bind %q port %d, want %q %d", tc.args, c.bind, c.port, tc.bind, tc.port)
+		case tc.errHas != "" && (err == nil || !strings.Contains(err.Error(), tc.errHas) || !strings.Contains(err.Error(), tc.errHas2)):
+			t.Errorf("%q: error %v, want one with %q and %q", tc.args, err, tc.errHas, tc.errHas2)
+		}
+	}
+}
+
 // TestReadmeSystemdUnit checks README.md's systemd unit with
 // systemd-analyze verify (with the test's binary in place of
 // /usr/local/bin/wperf): it must pass without a single complaint.

@@ -76,7 +76,9 @@ func runServer(ctx context.Context, cfg *config, stdout io.Writer) error {
 
 // serve runs the server on a listener; tests call it directly.
 func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) error {
-	ctx, cancel := context.WithCancel(ctx)
+	// The server's own context ends once a shutdown is logged, so that
+	// the lines of the tests it cuts short come after that one.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	s := &server{
 		cfg:      cfg,
@@ -84,7 +86,7 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 		idle:     seconds2dur(cfg.idleTimeout),
 		sessions: map[string]*session{},
 		oneOff:   make(chan struct{}),
-		ctx:      ctx,
+		ctx:      sctx,
 		traces:   newTraceLimiter(cfg.reverseTraceLimit),
 		resolver: lookupResolver(cfg.dnsServer),
 		perAddr:  map[netip.Addr]int{},
@@ -114,7 +116,7 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 			defer s.udp.close()
 		}
 	}
-	ln = &guardedListener{Listener: ln, g: s.conns, refused: s.logTurnedAway, turning: make(chan struct{}, maxTurning)}
+	ln = &guardedListener{Listener: ln, g: s.conns, refused: s.logTurnedAway, notHTTP: s.logNotHTTP, turning: make(chan struct{}, maxTurning)}
 	if !cfg.json {
 		out.printf("Server listening on %s (wperf %s, protocol %s)", ln.Addr(), version, subprotocolV1)
 	}
@@ -122,6 +124,7 @@ func serve(ctx context.Context, cfg *config, ln net.Listener, out *lineWriter) e
 	go func() { served <- hs.Serve(ln) }()
 	select {
 	case <-ctx.Done():
+		s.logShutdown()
 	case <-s.oneOff:
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
@@ -142,6 +145,7 @@ const maxHeaderBytes = 16 << 10
 // clients (they authenticate in-band), then authentication, the echo
 // endpoint and the wperf protocol.
 func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
+	w.Header().Set(wperfHeader, software)
 	peer, named := s.peerAddr(hr)
 	addr, _ := peerIP(peer)
 	if named {
@@ -387,6 +391,20 @@ func (s *server) release(sess *session) {
 	}
 }
 
+// logShutdown says the server is stopping (on SIGINT or SIGTERM), and how
+// many tests that cuts short.
+func (s *server) logShutdown() {
+	s.mu.Lock()
+	running := s.running
+	s.mu.Unlock()
+	if s.cfg.json {
+		b, _ := json.Marshal(map[string]any{"event": "shutdown", "tests_cut_short": running})
+		s.out.println(string(b))
+		return
+	}
+	s.out.println(fmt.Sprintf("%s server shutting down (%d tests cut short)", time.Now().UTC().Format(time.RFC3339), running))
+}
+
 // logRefusal notes a refused test in the server's log; busy refusals
 // (code 1013) and the others are rationed apart.
 func (s *server) logRefusal(peer string, code statusCode, err error) {
@@ -400,6 +418,12 @@ func (s *server) logRefusal(peer string, code statusCode, err error) {
 // logTurnedAway notes a connection turned away by a cap.
 func (s *server) logTurnedAway(a netip.Addr, err error) {
 	s.logRationed(&s.connLog, "turned away", a.String(), err.Error())
+}
+
+// logNotHTTP notes a client closed because its first bytes were no HTTP
+// request; they are quoted, escaped, since they say what it was.
+func (s *server) logNotHTTP(a netip.Addr, first []byte) {
+	s.logRationed(&s.connLog, "closed", a.String(), fmt.Sprintf("its first bytes %q are not an HTTP request (an iperf3 client?)", first))
 }
 
 // logAuthFailure notes a wrong or missing token, never the token itself.
@@ -496,11 +520,15 @@ func splitPeer(peer string) (string, int) {
 }
 
 // logTest writes the server's record of one test: one text line, or one
-// JSON document on one line with -J.
-func (s *server) logTest(v *testView, runErr error) {
+// JSON document on one line with -J. cutShort is why the test ended
+// early ("" when it ran its course); runErr is the failure that ended it.
+func (s *server) logTest(v *testView, cutShort string, runErr error) {
 	if s.cfg.json {
 		doc := v.document()
-		if runErr != nil {
+		switch {
+		case runErr != nil && cutShort != "":
+			doc.Error = cutShort
+		case runErr != nil:
 			doc.Error = runErr.Error()
 		}
 		b, _ := json.Marshal(doc)
@@ -511,9 +539,64 @@ func (s *server) logTest(v *testView, runErr error) {
 	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
 		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
-	line += v.logUDP() + v.logLatency()
-	if runErr != nil {
-		line += " error: " + runErr.Error()
+	line += logRequested(v.req) + logRetransmits(v) + logDirections(v) + v.logUDP() + v.logLatency()
+	switch {
+	case runErr != nil && cutShort == "":
+		line += " cut short by an error: " + runErr.Error()
+	case cutShort != "":
+		line += " cut short: " + cutShort
 	}
 	s.out.println(line)
+}
+
+// logRequested is what the client asked for, in the log's key=value
+// fields: the protocol, the end condition (seconds, bytes or blocks) and
+// the omitted seconds.
+func logRequested(req *testRequest) string {
+	end := fmt.Sprintf("time=%g", req.Time)
+	switch {
+	case req.Bytes > 0:
+		end = fmt.Sprintf("bytes=%d", req.Bytes)
+	case req.Blocks > 0:
+		end = fmt.Sprintf("blocks=%d", req.Blocks)
+	}
+	return fmt.Sprintf(" proto=%s %s omit=%g", req.Protocol, end, req.Omit)
+}
+
+// logRetransmits is the senders' TCP retransmits, summed over both ends'
+// sending streams (the client's came with its results); "" where neither
+// end could read TCP_INFO.
+func logRetransmits(v *testView) string {
+	var retr int64
+	seen := false
+	for _, res := range [][]streamResult{v.local, v.remote} {
+		for _, st := range res {
+			if st.Sender && st.TCP != nil {
+				retr += st.TCP.Retransmits
+				seen = true
+			}
+		}
+	}
+	if !seen {
+		return ""
+	}
+	return fmt.Sprintf(" retr=%d", retr)
+}
+
+// logDirections splits a --bidir test's total by direction, as this end
+// counted it: up is client to server.
+func logDirections(v *testView) string {
+	if !v.bidir() {
+		return ""
+	}
+	var up, down int64
+	for _, st := range v.local {
+		if st.Sender {
+			down += st.Bytes
+		} else {
+			up += st.Bytes
+		}
+	}
+	unit := func(n int64) string { return strings.ReplaceAll(formatUnits(float64(n), 'A'), " ", "") }
+	return " up=" + unit(up) + " down=" + unit(down)
 }

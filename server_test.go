@@ -9,9 +9,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -143,7 +145,7 @@ func TestServerOneOff(t *testing.T) {
 	}
 }
 
-var e2eLogRE = regexp.MustCompile(`^(\S+) 127\.0\.0\.1:\d+ (upload|download|bidir) P=(\d+) (\d+\.\d\d) sec +(\d+(\.\d+)? [KMGT]?Bytes) +\d+(\.\d+)? [KMGT]?bits/sec(?: \S+=\S+)*$`)
+var e2eLogRE = regexp.MustCompile(`^(\S+) 127\.0\.0\.1:\d+ (upload|download|bidir) P=(\d+) (\d+\.\d\d) sec +(\d+(\.\d+)? [KMGT]?Bytes) +\d+(\.\d+)? [KMGT]?bits/sec((?: \S+=\S+)*)(?: cut short(?: by an error)?: (.*))?$`)
 
 // TestServerLog: one line per test with peer, mode, streams, duration,
 // bytes and rate; with -J one JSON document per line.
@@ -159,8 +161,10 @@ func TestServerLog(t *testing.T) {
 		if len(lines) != 4 || !strings.HasPrefix(lines[0], "Server listening on 127.0.0.1:"+srv.port) {
 			t.Fatalf("want a listening line and one line per test, got:\n%s", srv.out.String())
 		}
-		want := []struct{ mode, streams, bytes string }{
-			{"upload", "1", ""}, {"download", "1", "5.00 MBytes"}, {"bidir", "2", "4.00 MBytes"},
+		want := []struct{ mode, streams, bytes, fields string }{
+			{"upload", "1", "", " proto=tcp time=0.3 omit=0"},
+			{"download", "1", "5.00 MBytes", " proto=tcp bytes=5242880 omit=0"},
+			{"bidir", "2", "4.00 MBytes", " proto=tcp bytes=2097152 omit=0"},
 		}
 		for k, w := range want {
 			l := lines[k+1]
@@ -174,6 +178,12 @@ func TestServerLog(t *testing.T) {
 			}
 			if m[2] != w.mode || m[3] != w.streams || (w.bytes != "" && m[5] != w.bytes) {
 				t.Errorf("log line %q: want %s, P=%s, %q", l, w.mode, w.streams, w.bytes)
+			}
+			if !strings.HasPrefix(m[8], w.fields) || tcpInfoAvailable != strings.Contains(m[8], " retr=") || m[9] != "" {
+				t.Errorf("log line %q: want the request%q, retransmits where TCP_INFO is, and no cut short", l, w.fields)
+			}
+			if dirs := strings.Contains(m[8], " up=2.00MBytes down=2.00MBytes"); dirs != (w.mode == "bidir") {
+				t.Errorf("log line %q: per-direction totals %v, want them for --bidir only", l, dirs)
 			}
 		}
 	})
@@ -323,5 +333,129 @@ func TestServerShutdownDuringTest(t *testing.T) {
 	}
 	if r.code != exitRuntime || !strings.Contains(r.stderr, "shutting down") {
 		t.Errorf("client: want exit 1 and the server's reason, got %v", r)
+	}
+	lines := e2eLines(srv.out.String())
+	if len(lines) != 3 || !strings.HasSuffix(lines[1], " server shutting down (1 tests cut short)") {
+		t.Fatalf("server log: want the listening line, the shutdown and the test's line, got:\n%s", srv.out.String())
+	}
+	if m := e2eLogRE.FindStringSubmatch(lines[2]); m == nil || m[9] != "server shutting down" {
+		t.Errorf("the test's log line %q: want it cut short by the shutdown, with that reason only", lines[2])
+	}
+}
+
+// TestServerClosesNonHTTPClients: a client whose first bytes cannot
+// begin an HTTP request is closed at once, with one log line naming its
+// address, while an HTTP client's first bytes pass.
+func TestServerClosesNonHTTPClients(t *testing.T) {
+	t.Parallel()
+	srv := startE2EServer(t)
+	cases := []struct {
+		name   string
+		first  string
+		closed bool
+	}{
+		{"iperf3's cookie", "blzh6grtc5ttt4y3mpwxq2jcs4hm3cuqwz5a\x00", true},
+		{"SSH banner", "SSH-2.0-OpenSSH_9.6\r\n", true},
+		{"lower-case method", "get / HTTP/1.1\r\n", true},
+		{"HTTP request line", "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", net.JoinHostPort(srv.host, srv.port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(3 * time.Second))
+			io.WriteString(nc, tc.first)
+			answer, err := io.ReadAll(io.LimitReader(nc, 1<<10))
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				t.Fatalf("no answer and no close within 3 s (got %q)", answer)
+			case tc.closed && len(answer) > 0:
+				t.Errorf("closed after an answer %q, want a bare close", answer)
+			case !tc.closed && !strings.HasPrefix(string(answer), "HTTP/1.1 200"):
+				t.Errorf("answer %q, want HTTP/1.1 200", answer)
+			}
+		})
+	}
+	log := srv.out.String()
+	if n := strings.Count(log, "not an HTTP request"); n != 3 {
+		t.Errorf("server log has %d lines about non-HTTP clients, want 3:\n%s", n, log)
+	}
+	if !strings.Contains(log, `closed 127.0.0.1: its first bytes "blzh6grt" are not an HTTP request`) {
+		t.Errorf("server log does not name the address and the first bytes:\n%s", log)
+	}
+}
+
+// TestServerAgainstIperf3Client: iperf3 -c at a wperf server fails within
+// a few seconds instead of hanging, and the server says why in its log.
+func TestServerAgainstIperf3Client(t *testing.T) {
+	t.Parallel()
+	labNeeds(t, "iperf3")
+	srv := startE2EServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "iperf3", "-c", srv.host, "-p", srv.port, "-t", "1").CombinedOutput()
+	took := time.Since(start)
+	if err == nil || ctx.Err() != nil || took > 3*time.Second {
+		t.Errorf("iperf3 -c: %v after %v, want a failure within 3 s\n%s", err, took, out)
+	}
+	e2eWaitFor(t, time.Second, "the server's log line", func() bool {
+		return strings.Contains(srv.out.String(), "are not an HTTP request (an iperf3 client?)")
+	})
+}
+
+func TestMayStartRequest(t *testing.T) {
+	cases := []struct {
+		first string
+		want  bool
+	}{
+		{"G", true},
+		{"GET / HTTP/1.1", true},
+		{"OPTIONS * HTTP/1.1", true},
+		{"UPDATEREDIRECTREF /", true},
+		{"\x16\x03\x01\x02\x00", true}, // a TLS ClientHello: net/http answers it
+		{" GET", false},
+		{"get /", false},
+		{"abcdefgh", false},
+		{"SSH-2.0", false},
+		{"\x00\x00\x00\x01", false},
+		{strings.Repeat("A", maxMethodLen+1), false},
+	}
+	for _, tc := range cases {
+		if got := mayStartRequest([]byte(tc.first)); got != tc.want {
+			t.Errorf("mayStartRequest(%q) = %v, want %v", tc.first, got, tc.want)
+		}
+	}
+}
+
+// TestServerShutdownLogJSON: with -J the shutdown is an event line, and
+// the test it cuts short names the shutdown as its error, not the
+// closed sockets it left behind.
+func TestServerShutdownLogJSON(t *testing.T) {
+	t.Parallel()
+	srv := startE2EServer(t, "-J")
+	cl := e2eStart(srv.args("-t", "20", "-i", "0.2")...)
+	e2eWaitFor(t, 10*time.Second, "the first interval", func() bool {
+		return strings.Contains(cl.out.String(), " sec ")
+	})
+	srv.cancel()
+	if !srv.wait(10 * time.Second) {
+		t.Fatal("serve still running 10 s after shutdown began")
+	}
+	cl.wait(t, 10*time.Second)
+	lines := e2eLines(srv.out.String())
+	if len(lines) != 2 {
+		t.Fatalf("want the shutdown event and the test's document, got:\n%s", srv.out.String())
+	}
+	ev := e2eDecode(t, lines[0])
+	if ev["event"] != "shutdown" || e2eInt(t, ev, "tests_cut_short") != 1 {
+		t.Errorf("first line %s: want the shutdown event with 1 test cut short", lines[0])
+	}
+	if doc := e2eDecode(t, lines[1]); doc["error"] != "server shutting down" {
+		t.Errorf("the test's error is %q, want \"server shutting down\"", doc["error"])
 	}
 }

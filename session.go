@@ -127,8 +127,12 @@ func (s *server) newTest(c *wsConn, sess *session) *serverTest {
 	t.hardStop = sess.req.hardStop(s.idle, seconds2dur(s.cfg.maxDuration)+s.idle)
 	t.engine = newTestRun(&sess.req, s.idle, t.hardStop)
 	t.gone, t.leave = context.WithCancel(context.Background())
+	stop := func() {
+		t.clientStopped.Store(true)
+		t.engine.stop()
+	}
 	t.watch = watchControl(c, streamJoinTimeout+t.hardStop+s.idle, "the client",
-		controlEvents{stop: t.engine.stop, sent: t.engine.peerSendersDone, fail: t.leave})
+		controlEvents{stop: stop, sent: t.engine.peerSendersDone, fail: t.leave})
 	return t
 }
 
@@ -182,6 +186,8 @@ type serverTest struct {
 	unhook    func() bool     // removes the shutdown hook measure installs
 	byeOnce   sync.Once
 	overLimit atomic.Bool // --max-duration stopped the test
+	// clientStopped: the client asked to stop early (its Ctrl-C).
+	clientStopped atomic.Bool
 }
 
 func (t *serverTest) run() {
@@ -295,7 +301,7 @@ func (t *serverTest) finish(run *testRun, theirs *resultsMsg, runErr error) {
 		t.unhook()
 		s.release(t.sess)
 	}
-	s.logTest(view, runErr)
+	s.logTest(view, t.cutShort(shuttingDown, runErr), runErr)
 	switch {
 	case runErr != nil && shuttingDown:
 		// The client has been told (goodbye waits for that); a close
@@ -329,6 +335,20 @@ func (t *serverTest) finish(run *testRun, theirs *resultsMsg, runErr error) {
 	// The client closes the control connection once it has our results.
 	t.ctrl.SetReadDeadline(time.Now().Add(s.idle))
 	t.ctrl.Close(statusNormal, "done")
+}
+
+// cutShort is why a test ended before its planned end, for the log: ""
+// when it ran its course or failed (the failure says why). A shutdown's
+// aborted streams fail with "use of closed network connection", which
+// is not the reason.
+func (t *serverTest) cutShort(shuttingDown bool, runErr error) string {
+	switch {
+	case shuttingDown && runErr != nil:
+		return "server shutting down"
+	case t.clientStopped.Load():
+		return "the client stopped it (Ctrl-C)"
+	}
+	return ""
 }
 
 // errMaxDuration ends a test still running at --max-duration.

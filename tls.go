@@ -602,8 +602,8 @@ const plainRefusal = "this wperf server speaks TLS only: connect with wss:// (or
 func refusePlain(nc net.Conn) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(time.Second))
-	fmt.Fprintf(nc, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-		len(plainRefusal), plainRefusal)
+	fmt.Fprintf(nc, "HTTP/1.1 400 Bad Request\r\n%s: %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		wperfHeader, software, len(plainRefusal), plainRefusal)
 	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}

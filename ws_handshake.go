@@ -27,7 +27,36 @@ import (
 var (
 	errBadHandshake   = errors.New("websocket handshake failed") // HTTP-level
 	errUnsupportedURL = errors.New("unsupported URL scheme")
+	// errNotWperf is a peer that took the connection but gave no HTTP
+	// answer to the upgrade request: an iperf3 server, an SSH daemon, a
+	// port that swallows everything.
+	errNotWperf = errors.New("it may not be a wperf server")
 )
+
+// firstAnswerWait bounds the wait for the first byte of the answer to the
+// upgrade request. Any HTTP server answers a request at once, so a silent
+// peer is not worth --connect-timeout's whole wait. (The server's delayed
+// 401 for repeated token failures, authMaxDelay, stays below it.)
+const firstAnswerWait = 2 * time.Second
+
+// wperfHeader is the response header by which a wperf server names
+// itself on every HTTP answer (its value is software), so a client can
+// tell a wperf server's refusal from another web server's page. Reverse
+// proxies pass it through, unlike Server, which many of them rewrite.
+const wperfHeader = "Wperf"
+
+// notWperfError says why the peer at Host is not taken for a WebSocket
+// server; it wraps errNotWperf.
+type notWperfError struct {
+	Host string
+	Why  string
+}
+
+func (e *notWperfError) Error() string {
+	return fmt.Sprintf("%s accepted TCP but %s: %v", e.Host, e.Why, errNotWperf)
+}
+
+func (e *notWperfError) Unwrap() error { return errNotWperf }
 
 // acceptGUID is the fixed string of §1.3 that proves the server read the key.
 const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -155,15 +184,23 @@ type dialOptions struct {
 	tls *tls.Config
 }
 
-// handshakeError is a server's refusal to upgrade: its HTTP status and
-// the start of its body, which usually says why.
+// handshakeError is an HTTP server's refusal to upgrade: its status and,
+// from a wperf server (Wperf says so), the first line of its body, which
+// says why. Another server's body (an HTML page, say) is left out.
 type handshakeError struct {
 	Status  int
 	Message string
+	Wperf   bool
 }
 
 func (e *handshakeError) Error() string {
 	msg := fmt.Sprintf("server answered %d %s", e.Status, http.StatusText(e.Status))
+	switch {
+	case !e.Wperf && e.Status >= 502 && e.Status <= 504:
+		return msg + " to the WebSocket upgrade: it is not a wperf server, or a proxy in front of one that cannot reach it"
+	case !e.Wperf:
+		return msg + " to the WebSocket upgrade: it is not a wperf server"
+	}
 	if e.Message != "" {
 		msg += ": " + e.Message
 	}
@@ -265,14 +302,15 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, opt dialOptio
 	}
 
 	br := bufio.NewReaderSize(nc, 4<<10)
+	if err := awaitAnswer(ctx, nc, br, u.Host); err != nil {
+		return nil, err
+	}
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
 	if err != nil {
 		return nil, handshakeIOError(ctx, err)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		return nil, &handshakeError{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
+		return nil, answerRefusal(resp)
 	}
 	switch {
 	case !hasToken(resp.Header, "Upgrade", "websocket"), !hasToken(resp.Header, "Connection", "upgrade"):
@@ -292,6 +330,57 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, opt dialOptio
 	c := newConn(nc, true, opt.connOptions, buffered)
 	c.subprotocol = proto
 	return c, nil
+}
+
+// awaitAnswer waits, within firstAnswerWait, for the first bytes of the
+// answer to the upgrade request, and checks that they can begin an HTTP
+// response (RFC 9112 §4: "HTTP/"). An iperf3 server, for one, takes the
+// request for its cookie and answers with a one-byte state.
+func awaitAnswer(ctx context.Context, nc net.Conn, br *bufio.Reader, host string) error {
+	ctxDeadline, _ := ctx.Deadline()
+	wait := time.Now().Add(firstAnswerWait)
+	ctxFirst := !ctxDeadline.IsZero() && ctxDeadline.Before(wait)
+	if ctxFirst {
+		wait = ctxDeadline
+	}
+	nc.SetReadDeadline(wait)
+	_, err := br.Peek(1)
+	nc.SetReadDeadline(ctxDeadline)
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return handshakeIOError(ctx, err)
+	case timeout && ctxFirst:
+		// The context's deadline, whose timer may not have fired yet.
+		return handshakeIOError(ctx, context.DeadlineExceeded)
+	case timeout:
+		return &notWperfError{Host: host, Why: fmt.Sprintf("did not answer the WebSocket upgrade within %v", firstAnswerWait)}
+	case err != nil:
+		return &notWperfError{Host: host, Why: "closed the connection without answering the WebSocket upgrade"}
+	}
+	got, _ := br.Peek(min(br.Buffered(), len(httpVersionPrefix)))
+	if !strings.HasPrefix(httpVersionPrefix, string(got)) {
+		return &notWperfError{Host: host, Why: fmt.Sprintf("answered the WebSocket upgrade with bytes that are not HTTP (%q)", got)}
+	}
+	return nil
+}
+
+// httpVersionPrefix starts every HTTP/1.x response.
+const httpVersionPrefix = "HTTP/"
+
+// answerRefusal reads a non-101 answer into a handshakeError. Only a wperf
+// server's body is kept, and only its first line: another server's body
+// is a page meant for a browser.
+func answerRefusal(resp *http.Response) error {
+	defer resp.Body.Close()
+	he := &handshakeError{Status: resp.StatusCode, Wperf: strings.HasPrefix(resp.Header.Get(wperfHeader), "wperf")}
+	if he.Wperf {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+		he.Message = cleanText(line, 200)
+	}
+	return he
 }
 
 // secureScheme tells a wss:// (or https://) URL, whose connection runs

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -377,7 +378,7 @@ func TestDialWSRejectsBadServerAnswers(t *testing.T) {
 			wtAnswer101(nc, req, "Sec-WebSocket-Extensions: permessage-deflate\r\n")
 		}},
 		{name: "403 with a reason", status: 403, msg: "no entry for you", answer: func(nc net.Conn, req *http.Request) {
-			io.WriteString(nc, "HTTP/1.1 403 Forbidden\r\nContent-Length: 17\r\n\r\nno entry for you\n")
+			io.WriteString(nc, "HTTP/1.1 403 Forbidden\r\nWperf: wperf 9\r\nContent-Length: 17\r\n\r\nno entry for you\n")
 		}},
 		{name: "200 OK", status: 200, answer: func(nc net.Conn, req *http.Request) {
 			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
@@ -410,6 +411,74 @@ func TestDialWSRejectsBadServerAnswers(t *testing.T) {
 				if !strings.Contains(he.Message, tc.msg) {
 					t.Errorf("message %q does not contain %q", he.Message, tc.msg)
 				}
+			}
+		})
+	}
+}
+
+// TestDialWSNotWperf pins the one-line verdicts on peers that take the
+// connection but are no WebSocket server: silent, closing, or answering
+// in another protocol (an iperf3 server sends a state byte), and an HTTP
+// server whose page must not reach the message.
+func TestDialWSNotWperf(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		serve func(nc net.Conn)
+		want  string // in the error
+		notWS bool   // errNotWperf; else a handshakeError not from wperf
+	}{
+		{"silent", func(nc net.Conn) { io.Copy(io.Discard, nc) }, "did not answer the WebSocket upgrade within 2s", true},
+		{"closes", func(nc net.Conn) { nc.Read(make([]byte, 4096)) }, "closed the connection without answering", true},
+		{"iperf3's state byte", func(nc net.Conn) {
+			nc.Read(make([]byte, 4096))
+			nc.Write([]byte{9})
+			io.Copy(io.Discard, nc)
+		}, `not HTTP ("\t")`, true},
+		{"web page", func(nc net.Conn) {
+			nc.Read(make([]byte, 4096))
+			page := "<html><body><h1>Not Found</h1></body></html>"
+			fmt.Fprintf(nc, "HTTP/1.1 404 Not Found\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s", len(page), page)
+			io.Copy(io.Discard, nc)
+		}, "server answered 404 Not Found to the WebSocket upgrade: it is not a wperf server", false},
+		{"gateway error", func(nc net.Conn) {
+			nc.Read(make([]byte, 4096))
+			io.WriteString(nc, "HTTP/1.1 502 Bad Gateway\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n")
+			io.Copy(io.Discard, nc)
+		}, "502 Bad Gateway to the WebSocket upgrade: it is not a wperf server, or a proxy in front of one that cannot reach it", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				nc, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer nc.Close()
+				nc.SetDeadline(time.Now().Add(wtDeadline))
+				tc.serve(nc)
+			}()
+			start := time.Now()
+			c, err := dialWS(wtCtx(t), "ws://"+ln.Addr().String()+"/", dialOptions{})
+			if err == nil {
+				c.Abort()
+				t.Fatal("dialWS took the peer for a WebSocket server")
+			}
+			if d := time.Since(start); d > firstAnswerWait+time.Second {
+				t.Errorf("verdict after %v, want it within %v", d, firstAnswerWait)
+			}
+			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "<") || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q: want one line with %q and no page", err, tc.want)
+			}
+			var he *handshakeError
+			if tc.notWS != errors.Is(err, errNotWperf) || !tc.notWS && (!errors.As(err, &he) || he.Wperf || he.Message != "") {
+				t.Errorf("error %#v: want errNotWperf %v", err, tc.notWS)
 			}
 		})
 	}
