@@ -1,0 +1,298 @@
+package main
+
+// browser_test.go runs the browser page (web.go, web/) in a real
+// browser: Debian's headless chromium, with a fresh profile and no
+// network beyond the test's own addresses, driven over the DevTools
+// protocol, which is a WebSocket that our own client (ws.go) speaks.
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// browserBinary finds chromium; the test skips without it, except in
+// CI, where a missing browser is a broken setup.
+func browserBinary(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-headless-shell", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("the browser test needs chromium (apt-get install -y --no-install-recommends chromium)")
+	}
+	t.Skip("the browser test needs chromium (apt-get install -y --no-install-recommends chromium); skipped")
+	return ""
+}
+
+// browser is one headless chromium and a DevTools session on one page.
+type browser struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	conn    *wsConn
+	session string // the page target's session id
+	nextID  int
+}
+
+var devtoolsURL = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
+
+// startBrowser runs chromium headless with a fresh profile. Its proxy
+// is a closed port on loopback and its resolver resolves nothing but
+// host (an address), so it reaches only loopback (which Chromium never
+// proxies) and the addresses bypass lists. prefix runs it elsewhere
+// (ip netns exec NS).
+func startBrowser(t *testing.T, host, bypass string, prefix ...string) *browser {
+	t.Helper()
+	bin := browserBinary(t)
+	profile := t.TempDir()
+	args := append(prefix, bin,
+		"--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir="+profile,
+		"--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+		"--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
+		"--disable-background-networking", "--disable-component-update", "--disable-default-apps",
+		"--disable-domain-reliability", "--no-pings", "--disable-breakpad", "--metrics-recording-only",
+		"--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE "+host,
+		"--window-size=420,900", "about:blank")
+	if bypass != "" {
+		args = append(args[:len(args)-1], "--proxy-bypass-list="+bypass, "about:blank")
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its helpers go with it
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	b := &browser{t: t, cmd: cmd}
+	t.Cleanup(b.stop)
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := devtoolsURL.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+				break
+			}
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	var url string
+	select {
+	case url = <-found:
+	case <-time.After(30 * time.Second):
+		t.Fatal("chromium printed no DevTools address within 30 s")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b.conn, err = dialWS(ctx, url, dialOptions{connOptions: connOptions{maxMessage: 64 << 20}})
+	if err != nil {
+		t.Fatalf("DevTools connection: %v", err)
+	}
+	target := b.call("Target.createTarget", map[string]any{"url": "about:blank"})
+	attached := b.call("Target.attachToTarget", map[string]any{"targetId": target["targetId"], "flatten": true})
+	b.session, _ = attached["sessionId"].(string)
+	return b
+}
+
+func (b *browser) stop() {
+	if b.conn != nil {
+		b.conn.Abort()
+	}
+	syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+	b.cmd.Wait()
+}
+
+// call sends one DevTools command (to the page's session once there is
+// one) and returns its result; events on the way are skipped.
+func (b *browser) call(method string, params map[string]any) map[string]any {
+	b.t.Helper()
+	b.nextID++
+	msg := map[string]any{"id": b.nextID, "method": method, "params": params}
+	if b.session != "" {
+		msg["sessionId"] = b.session
+	}
+	raw, _ := json.Marshal(msg)
+	b.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := b.conn.WriteMessage(opText, raw); err != nil {
+		b.t.Fatalf("DevTools %s: %v", method, err)
+	}
+	for {
+		b.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, data, err := b.conn.ReadMessage(nil)
+		if err != nil {
+			b.t.Fatalf("DevTools %s: %v", method, err)
+		}
+		var reply struct {
+			ID     int             `json:"id"`
+			Result map[string]any  `json:"result"`
+			Error  json.RawMessage `json:"error"`
+		}
+		if err := json.Unmarshal(data, &reply); err != nil {
+			b.t.Fatalf("DevTools %s: %v", method, err)
+		}
+		if reply.ID != b.nextID {
+			continue
+		}
+		if reply.Error != nil {
+			b.t.Fatalf("DevTools %s: %s", method, reply.Error)
+		}
+		return reply.Result
+	}
+}
+
+// eval runs a JavaScript expression in the page and returns its value.
+func (b *browser) eval(expr string) any {
+	b.t.Helper()
+	res := b.call("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true})
+	if ex, ok := res["exceptionDetails"]; ok {
+		b.t.Fatalf("page: %s: %v", expr, ex)
+	}
+	v, _ := res["result"].(map[string]any)
+	return v["value"]
+}
+
+// screenshot saves the page as a PNG.
+func (b *browser) screenshot(file string) {
+	b.t.Helper()
+	res := b.call("Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true})
+	png, err := base64.StdEncoding.DecodeString(fmt.Sprint(res["data"]))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// pageResult is the part of the page's JSON result the tests check.
+type pageResult struct {
+	End struct {
+		SumReceived struct {
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+		WPerf struct {
+			Latency struct {
+				Idle struct {
+					Count    int     `json:"count"`
+					MedianMs float64 `json:"median_ms"`
+					JitterMs float64 `json:"jitter_ms"`
+				} `json:"idle"`
+				LoadedP90Ms float64 `json:"loaded_p90_ms"`
+				RPM         float64 `json:"rpm"`
+				Grade       string  `json:"grade"`
+			} `json:"latency"`
+		} `json:"wperf"`
+	} `json:"end"`
+	Browser struct {
+		Server        string  `json:"server"`
+		ClientAddress string  `json:"client_address"`
+		Download      float64 `json:"download_bits_per_second"`
+		Upload        float64 `json:"upload_bits_per_second"`
+	} `json:"browser"`
+}
+
+// errPageFailed is a run the page itself reported as failed.
+var errPageFailed = errors.New("the page's test failed")
+
+// runPage loads url (which should carry ?autostart=1) and waits for the
+// page's result.
+func (b *browser) runPage(url string, limit time.Duration) (pageResult, error) {
+	b.t.Helper()
+	b.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": 420, "height": 900, "deviceScaleFactor": 1, "mobile": true})
+	b.call("Page.enable", nil)
+	b.call("Page.navigate", map[string]any{"url": url})
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+		switch b.eval("document.body && document.body.dataset.state || ''") {
+		case "done":
+			var res pageResult
+			raw, _ := json.Marshal(b.eval("window.wperfResult()"))
+			return res, json.Unmarshal(raw, &res)
+		case "failed":
+			return pageResult{}, fmt.Errorf("%w: %v", errPageFailed, b.eval("document.getElementById('error').textContent"))
+		}
+	}
+	return pageResult{}, fmt.Errorf("no result within %v (phase %v)", limit, b.eval("document.getElementById('phase').textContent"))
+}
+
+// cliRate runs wperf -c against url's server as the page does (4
+// streams, the same length of time) and returns the receiver's rate.
+func cliRate(t *testing.T, args ...string) float64 {
+	t.Helper()
+	r := e2eRun(append(args, "-P", "4", "-J", "--no-latency")...)
+	if r.code != exitOK {
+		t.Fatalf("wperf %q: %v", args, r)
+	}
+	return e2eFloat(t, e2eDecode(t, r.stdout), "end.sum_received.bits_per_second")
+}
+
+// checkPage asserts what the page measured: rates within a factor of 2
+// of the CLI's, and sane latency figures.
+func checkPage(t *testing.T, res pageResult, cliDown, cliUp float64) {
+	t.Helper()
+	down, up := res.Browser.Download, res.Browser.Upload
+	t.Logf("browser/CLI: download %.3g/%.3g bit/s (%.2f), upload %.3g/%.3g bit/s (%.2f)",
+		down, cliDown, down/cliDown, up, cliUp, up/cliUp)
+	for _, c := range []struct {
+		name      string
+		page, cli float64
+	}{{"download", down, cliDown}, {"upload", up, cliUp}} {
+		if !(c.page > c.cli/2 && c.page < c.cli*2) {
+			t.Errorf("page's %s %.3g bit/s is not within a factor of 2 of the CLI's %.3g", c.name, c.page, c.cli)
+		}
+	}
+	lat := res.End.WPerf.Latency
+	for _, v := range []struct {
+		name string
+		ms   float64
+	}{{"idle median", lat.Idle.MedianMs}, {"loaded p90", lat.LoadedP90Ms}} {
+		if !(v.ms > 0 && v.ms < 1000) {
+			t.Errorf("%s latency %.3f ms, want more than 0 and less than 1 s", v.name, v.ms)
+		}
+	}
+	if lat.Idle.Count < 5 || lat.RPM <= 0 || lat.Grade == "" {
+		t.Errorf("latency verdict incomplete: %+v", lat)
+	}
+	if !strings.HasPrefix(res.Browser.Server, "wperf ") || res.Browser.ClientAddress == "" {
+		t.Errorf("page names server %q and client %q", res.Browser.Server, res.Browser.ClientAddress)
+	}
+}
+
+// browserSeconds is each direction's length, for the page and the CLI.
+const browserSeconds = "4"
+
+// TestBrowserLoopback runs the whole page in chromium against a server
+// on loopback, and the CLI against the same server, then compares.
+func TestBrowserLoopback(t *testing.T) {
+	b := startBrowser(t, "127.0.0.1", "")
+	srv := startE2EServer(t)
+	url := fmt.Sprintf("http://127.0.0.1:%s/?autostart=1&t=%s&p=4", srv.port, browserSeconds)
+	res, err := b.runPage(url, 60*time.Second)
+	b.screenshot(filepath.Join(".ci", "out", "browser.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliDown := cliRate(t, srv.args("-t", browserSeconds, "-R")...)
+	cliUp := cliRate(t, srv.args("-t", browserSeconds)...)
+	checkPage(t, res, cliDown, cliUp)
+}
