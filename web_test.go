@@ -107,7 +107,7 @@ func TestWebPageAssets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bad := range []*regexp.Regexp{
-		regexp.MustCompile(`<script(?:\s[^>]*)?>[^<]`),     // a script with a body
+		regexp.MustCompile(`<script(?:\s[^>]*)?>[^<]`),        // a script with a body
 		regexp.MustCompile(`<script(?:\s(?:[^s>]|s[^r])*)?>`), // a script without src
 		regexp.MustCompile(`<style|\sstyle=`),
 		regexp.MustCompile(`\son[a-z]+=`),
