@@ -10,8 +10,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -55,8 +58,9 @@ var devtoolsURL = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
 // startBrowser runs chromium headless with a fresh profile. Its proxy
 // is a closed port on loopback and its resolver resolves nothing but
 // host (an address), so it reaches only loopback (which Chromium never
-// proxies) and the addresses bypass lists.
-func startBrowser(t *testing.T, host, bypass string) *browser {
+// proxies) and the addresses bypass lists. spki, when set, is the one
+// self-signed certificate it trusts (the base64 SHA-256 of its key).
+func startBrowser(t *testing.T, host, bypass, spki string) *browser {
 	t.Helper()
 	bin := browserBinary(t)
 	profile := t.TempDir()
@@ -70,6 +74,9 @@ func startBrowser(t *testing.T, host, bypass string) *browser {
 		"--window-size=420,900", "about:blank")
 	if bypass != "" {
 		args = append(args[:len(args)-1], "--proxy-bypass-list="+bypass, "about:blank")
+	}
+	if spki != "" {
+		args = append(args[:len(args)-1], "--ignore-certificate-errors-spki-list="+spki, "about:blank")
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its helpers go with it
@@ -299,7 +306,7 @@ func pageURL(base string) string {
 // is faster than a browser's WebSocket can go, so the rates are only
 // logged here; TestLabBrowserShaped compares them.
 func TestBrowserLoopback(t *testing.T) {
-	b := startBrowser(t, "127.0.0.1", "")
+	b := startBrowser(t, "127.0.0.1", "", "")
 	srv := startE2EServer(t)
 	res, err := b.runPage(pageURL("http://127.0.0.1:"+srv.port+"/"), 90*time.Second)
 	b.screenshot(filepath.Join(".ci", "out", "browser.png"))
@@ -334,7 +341,7 @@ func TestLabBrowserShaped(t *testing.T) {
 	bin := wperfBinary(t)
 	l.start(ns, bin, "-s")
 	waitListening(t, l, ns, ":8765")
-	res := runPageIn(t, l, ns, pageURL("http://127.0.0.1:8765/"), "127.0.0.1", "")
+	res := runPageIn(t, l, ns, pageURL("http://127.0.0.1:8765/"), "127.0.0.1", "", "")
 	cli := func(args ...string) float64 {
 		out := l.run(ns, append([]string{bin, "-c", "127.0.0.1", "-t", browserSeconds, "-P", "4", "-J", "--no-latency"}, args...)...)
 		return e2eFloat(t, e2eDecode(t, out), "end.sum_received.bits_per_second")
@@ -345,9 +352,9 @@ func TestLabBrowserShaped(t *testing.T) {
 // runPageIn runs the page in chromium inside namespace ns: this test
 // binary, run again there, drives it (TestBrowserHelper), so the
 // DevTools connection stays inside the namespace too.
-func runPageIn(t *testing.T, l *lab, ns, url, host, bypass string) pageResult {
+func runPageIn(t *testing.T, l *lab, ns, url, host, bypass, spki string) pageResult {
 	t.Helper()
-	out, err := l.try(ns, "env", browserHelperEnv+"="+url, browserHostEnv+"="+host, browserBypassEnv+"="+bypass,
+	out, err := l.try(ns, "env", browserHelperEnv+"="+url, browserHostEnv+"="+host, browserBypassEnv+"="+bypass, browserSPKIEnv+"="+spki,
 		os.Args[0], "-test.run=^TestBrowserHelper$", "-test.count=1", "-test.v")
 	for _, line := range strings.Split(out, "\n") {
 		if rest, ok := strings.CutPrefix(line, "PAGE-RESULT "); ok && err == nil {
@@ -368,6 +375,7 @@ const (
 	browserHelperEnv = "WPERF_BROWSER_HELPER"
 	browserHostEnv   = "WPERF_BROWSER_HOST"
 	browserBypassEnv = "WPERF_BROWSER_BYPASS"
+	browserSPKIEnv   = "WPERF_BROWSER_SPKI"
 )
 
 // TestBrowserHelper runs the page in chromium for a lab test, in the
@@ -378,11 +386,56 @@ func TestBrowserHelper(t *testing.T) {
 	if url == "" {
 		t.Skip("run by the lab's browser tests")
 	}
-	b := startBrowser(t, os.Getenv(browserHostEnv), os.Getenv(browserBypassEnv))
+	b := startBrowser(t, os.Getenv(browserHostEnv), os.Getenv(browserBypassEnv), os.Getenv(browserSPKIEnv))
 	res, err := b.runPage(url, 90*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(res)
 	fmt.Printf("\nPAGE-RESULT %s\n", raw)
+}
+
+// TestLabBrowserNginx loads the page through nginx at /wperf/ over
+// https, configured as README.md says (the reach lab's nginx, TLS ending
+// there): relative URLs, wss: under https:, the upgrades through the
+// proxy, and the client's address as --trust-proxy has it.
+func TestLabBrowserNginx(t *testing.T) {
+	browserBinary(t)
+	rl := newReachLab(t, true)
+	certFile, keyFile, _ := labCert(t, rl.dir, "nginx", rlMiddleLeft)
+	rl.startServer(t, "8765", "--trust-proxy", "--no-geo")
+	httpPart, location := readmeNginx(t, "http://"+rlServer+":8765/")
+	rl.startNginx(t, httpPart, fmt.Sprintf("        listen %s:8443 ssl;\n        ssl_certificate %s;\n        ssl_certificate_key %s;\n%s",
+		rlMiddleLeft, certFile, keyFile, location), "8443")
+	url := pageURL("https://" + rlMiddleLeft + ":8443/wperf/")
+	res := runPageIn(t, rl.lab, rl.client, url, rlMiddleLeft, rlMiddleLeft, certSPKI(t, certFile))
+	if res.Browser.Download <= 0 || res.Browser.Upload <= 0 {
+		t.Errorf("page measured download %g and upload %g bit/s through nginx", res.Browser.Download, res.Browser.Upload)
+	}
+	checkLatency(t, res)
+	if host, _ := splitPeer(res.Browser.ClientAddress); host != rlClient || !strings.HasPrefix(res.Browser.Server, "wperf ") {
+		t.Errorf("page names server %q and client %q; want wperf and %s (--trust-proxy)", res.Browser.Server, res.Browser.ClientAddress, rlClient)
+	}
+	t.Logf("through nginx: download %.3g bit/s, upload %.3g bit/s, idle %.2f ms, loaded p90 %.2f ms",
+		res.Browser.Download, res.Browser.Upload, res.End.WPerf.Latency.Idle.MedianMs, res.End.WPerf.Latency.LoadedP90Ms)
+}
+
+// certSPKI is the base64 SHA-256 of a PEM certificate's public key, as
+// chromium's --ignore-certificate-errors-spki-list takes it.
+func certSPKI(t *testing.T, certFile string) string {
+	t.Helper()
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s holds no PEM block", certFile)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
