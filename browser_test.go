@@ -175,10 +175,13 @@ func (b *browser) eval(expr string) any {
 	return v["value"]
 }
 
-// screenshot saves the page as a PNG.
+// screenshot saves the whole page, at the phone width runPage sets, as
+// a PNG.
 func (b *browser) screenshot(file string) {
 	b.t.Helper()
-	res := b.call("Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true})
+	height, _ := b.eval("Math.ceil(document.querySelector('main').getBoundingClientRect().bottom)").(float64)
+	clip := map[string]any{"x": 0, "y": 0, "width": 420, "height": max(height, 100), "scale": 1}
+	res := b.call("Page.captureScreenshot", map[string]any{"format": "png", "clip": clip, "captureBeyondViewport": true})
 	png, err := base64.StdEncoding.DecodeString(fmt.Sprint(res["data"]))
 	if err != nil {
 		b.t.Fatal(err)
