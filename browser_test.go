@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -228,22 +229,41 @@ var errPageFailed = errors.New("the page's test failed")
 // page's result.
 func (b *browser) runPage(url string, limit time.Duration) (pageResult, error) {
 	b.t.Helper()
+	b.load(url)
+	return b.result(limit)
+}
+
+// load opens url in the page at a phone's size.
+func (b *browser) load(url string) {
+	b.t.Helper()
 	b.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": 420, "height": 900, "deviceScaleFactor": 1, "mobile": true})
 	b.call("Page.enable", nil)
 	b.call("Page.navigate", map[string]any{"url": url})
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		time.Sleep(500 * time.Millisecond)
-		switch b.eval("document.body && document.body.dataset.state || ''") {
-		case "done":
-			var res pageResult
-			raw, _ := json.Marshal(b.eval("window.wperfResult()"))
-			return res, json.Unmarshal(raw, &res)
-		case "failed":
-			return pageResult{}, fmt.Errorf("%w: %v", errPageFailed, b.eval("document.getElementById('error').textContent"))
+}
+
+// waitFor polls a JavaScript condition until it holds or limit passes.
+func (b *browser) waitFor(cond string, limit time.Duration) bool {
+	b.t.Helper()
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if b.eval(cond) == true {
+			return true
 		}
 	}
-	return pageResult{}, fmt.Errorf("no result within %v (phase %v)", limit, b.eval("document.getElementById('phase').textContent"))
+	return false
+}
+
+// result waits for the page's test to end and returns its result.
+func (b *browser) result(limit time.Duration) (pageResult, error) {
+	b.t.Helper()
+	if !b.waitFor("['done', 'failed'].includes(document.body && document.body.dataset.state)", limit) {
+		return pageResult{}, fmt.Errorf("no result within %v (phase %v)", limit, b.eval("document.getElementById('phase').textContent"))
+	}
+	if b.eval("document.body.dataset.state") == "failed" {
+		return pageResult{}, fmt.Errorf("%w: %v", errPageFailed, b.eval("document.getElementById('error').textContent"))
+	}
+	var res pageResult
+	raw, _ := json.Marshal(b.eval("window.wperfResult()"))
+	return res, json.Unmarshal(raw, &res)
 }
 
 // cliRate runs wperf -c against url's server as the page does (4
@@ -441,4 +461,34 @@ func certSPKI(t *testing.T, certFile string) string {
 	}
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// TestBrowserToken: against a server with --token the page does not
+// start on its own but asks for the token, and runs with it, sent in the
+// subprotocol list; a wrong token fails the page's test.
+func TestBrowserToken(t *testing.T) {
+	b := startBrowser(t, "127.0.0.1", "", "")
+	srv := startE2EServer(t, "--token", "s3cret")
+	b.load("http://127.0.0.1:" + srv.port + "/?autostart=1&t=1&p=2")
+	if !b.waitFor("document.getElementById('token-row')?.hidden === false", 20*time.Second) {
+		t.Fatal("the page shows no token field for a server with --token")
+	}
+	if state := b.eval("document.body.dataset.state || ''"); state != "" {
+		t.Fatalf("the page started without a token (state %q)", state)
+	}
+	for _, tc := range []struct {
+		token string
+		ok    bool
+	}{{"guess", false}, {"s3cret", true}} {
+		b.eval("document.getElementById('token').value = " + strconv.Quote(tc.token) + "; document.getElementById('start').click()")
+		res, err := b.result(60 * time.Second)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("with the right token: %v", err)
+		case tc.ok && (res.Browser.Download <= 0 || res.Browser.Upload <= 0):
+			t.Errorf("with the right token: download %g, upload %g bit/s", res.Browser.Download, res.Browser.Upload)
+		case !tc.ok && !errors.Is(err, errPageFailed):
+			t.Errorf("with a wrong token: want the page's test to fail, got %v", err)
+		}
+	}
 }
