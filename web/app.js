@@ -317,8 +317,15 @@ function css(name) { return getComputedStyle(document.documentElement).getProper
 function draw() {
   const c = $('chart');
   const g = c.getContext('2d');
-  const w = c.width;
-  const h = c.height;
+  // Drawn at the screen's own resolution, in CSS pixels.
+  const dpr = window.devicePixelRatio || 1;
+  const w = c.clientWidth || 640;
+  const h = Math.round((w * 260) / 640);
+  if (c.width !== Math.round(w * dpr)) {
+    c.width = Math.round(w * dpr);
+    c.height = Math.round(h * dpr);
+  }
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
   const half = h / 2;
   g.clearRect(0, 0, w, h);
   g.strokeStyle = css('--grid');
@@ -432,6 +439,7 @@ async function needsToken() {
 async function init() {
   $('start').addEventListener('click', runAll);
   $('save').addEventListener('click', save);
+  window.addEventListener('resize', draw);
   draw();
   const token = await needsToken();
   $('token-row').hidden = !token;
