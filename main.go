@@ -48,6 +48,8 @@
 //	trace_socket.go  the probe sockets and the privilege fallback
 //	trace_linux.go   the unprivileged Linux prober (IP_RECVERR);
 //	                 trace_other.go says it is missing elsewhere
+//	web.go           the browser page (web/): serving it, its headers, the
+//	                 Origin check, the token in the subprotocol list
 //	geo.go           ASN and country from Team Cymru's DNS
 //	legacy.go        the original Python wperf's protocol: its messages;
 //	                 legacy_link.go runs one of its connections' data,
@@ -191,6 +193,8 @@ type config struct {
 	maxConnsPerIP     int
 	maxReverseTraces  int
 	noLegacy          bool
+	noWeb             bool     // serve no browser page (web.go)
+	allowOrigins      []string // origins besides the server's own whose pages may connect
 
 	// client
 	host            string

@@ -87,6 +87,12 @@ var options = []option{
 		}
 		return fmt.Errorf("bad --trust-proxy %q: want x-forwarded-for or x-real-ip", v)
 	}},
+	{0, "no-web", "", inServer, "serve no browser speed test page on GET /", switchOpt(func(c *config) *bool { return &c.noWeb })},
+	{0, "allow-origin", "ORIGINS", inServer, "let browser pages from these origins connect too (comma-separated, like https://speed.example.com; * for any)", func(c *config, v string) error {
+		o, err := parseOrigins(v)
+		c.allowOrigins = append(c.allowOrigins, o...)
+		return err
+	}},
 	{0, "no-legacy", "", inServer, "refuse clients of the original Python wperf (WebSockets without a wperf subprotocol)", switchOpt(func(c *config) *bool { return &c.noLegacy })},
 
 	// server: TLS (tls.go)

@@ -40,6 +40,7 @@ const (
 	msgPing      = "ping"      // client → server, first message of a probe connection (ping.go)
 	msgTraceHop  = "hop"       // server → client: one reverse traceroute hop
 	msgTraceEnd  = "trace_end"
+	msgInterval  = "interval" // server → client, control: the server's counts of one interval, when asked (web.go)
 )
 
 // Test directions, from the client's point of view.
@@ -87,6 +88,10 @@ type testRequest struct {
 	// NotSentLowat caps the unsent bytes in each sending stream's socket
 	// (Linux TCP_NOTSENT_LOWAT), so less of the test waits in the sender.
 	NotSentLowat int `json:"notsent_lowat,omitempty"`
+	// Progress asks the server to report each interval's counts on the
+	// control connection as it closes: a browser page shows the upload
+	// the server received, which only the server knows (web.go).
+	Progress bool `json:"progress,omitempty"`
 }
 
 // Bounds of a test request, shared by the client's option checks and the
@@ -208,6 +213,9 @@ type acceptMsg struct {
 	// Via is the forwarding header of the request (X-Forwarded-For: ...,
 	// Via: ...) when a reverse proxy stands in front of the server.
 	Via string `json:"via,omitempty"`
+	// Client is the client's address as the server sees it, for a
+	// page that asked for progress (a browser cannot know it otherwise).
+	Client string `json:"client,omitempty"`
 }
 
 // udpOffer is where a UDP test's datagrams may go, and the session's

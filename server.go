@@ -6,8 +6,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -156,9 +154,17 @@ func (s *server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 			return
 		}
 	}
+	if isUpgrade(hr) && !originAllowed(hr, s.cfg.allowOrigins) {
+		s.logRationed(&s.refusedLog, "refused", peer, errCrossOrigin.Error()+": "+hr.Header.Get("Origin"))
+		http.Error(w, errCrossOrigin.Error(), http.StatusForbidden)
+		return
+	}
 	// The original wperf's clients send their token in-band.
 	if isLegacyUpgrade(hr) {
 		s.serveLegacy(w, hr)
+		return
+	}
+	if !isUpgrade(hr) && !s.cfg.noWeb && servePage(w, hr, s.cfg.token != "") {
 		return
 	}
 	if s.cfg.token != "" && !s.authorized(w, hr, peer, addr) {
@@ -199,11 +205,12 @@ type clientPeer struct {
 	named bool   // a trusted proxy named the client
 }
 
-// authorized checks the request's token. A wrong one is logged (without
+// authorized checks the request's token (the header's, or a browser's in
+// the subprotocol list: web.go). A wrong one is logged (without
 // the token, and rationed) and answered 401 only after a wait that grows
 // with the address's recent failures (authDelay), so guessing is slow.
 func (s *server) authorized(w http.ResponseWriter, hr *http.Request, peer string, addr netip.Addr) bool {
-	if tokenMatches(hr.Header.Get("Authorization"), s.cfg.token) {
+	if requestTokenMatches(hr, s.cfg.token) {
 		s.auth.passed(addr)
 		return true
 	}
@@ -215,8 +222,7 @@ func (s *server) authorized(w http.ResponseWriter, hr *http.Request, peer string
 	return false
 }
 
-// tokenMatches compares a bearer token in constant time. Hashing both
-// sides first keeps the comparison's length fixed too. The scheme name
+// tokenMatches compares a bearer token in constant time. The scheme name
 // is case-insensitive (RFC 7235 §2.1), and one or more spaces may follow
 // it (RFC 6750 §2.1).
 func tokenMatches(header, token string) bool {
@@ -224,9 +230,7 @@ func tokenMatches(header, token string) bool {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
-	got = strings.TrimLeft(got, " ")
-	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+	return secretEqual(strings.TrimLeft(got, " "), token)
 }
 
 // The headers --trust-proxy may take the client's address from.

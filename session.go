@@ -76,7 +76,11 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 	plan := s.planUDP(req)
 	defer plan.end()
 	c.SetLimits(maxControlMessage, 0)
-	if err := sendJSON(c, acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Latency: req.Latency != nil, Via: c.forwardedBy}); err != nil {
+	accept := acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Latency: req.Latency != nil, Via: c.forwardedBy}
+	if req.Progress {
+		accept.Client = peer
+	}
+	if err := sendJSON(c, accept); err != nil {
 		c.Abort()
 		return
 	}
@@ -202,7 +206,12 @@ func (t *serverTest) run() {
 		t.ctrl.Abort()
 		return
 	}
+	progressSent := func() {}
+	if t.sess.req.Progress {
+		progressSent = t.reportProgress(run)
+	}
 	theirs, runErr := t.measure(run)
+	progressSent() // every interval message goes before the results
 	defer t.unhook()
 	t.finish(run, theirs, runErr)
 }
