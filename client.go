@@ -72,6 +72,7 @@ type clientTest struct {
 	probes    *latencyProber
 	latency   *latencyReport
 	serverVia string // the reverse proxy the server saw, from its accept
+	omitMarks bool   // the server agreed to mark the omit's end in-band
 }
 
 // targetURL turns -c and -p into the server's URL (parseTarget, in
@@ -103,6 +104,7 @@ func requestFrom(cfg *config) testRequest {
 		Client:     software,
 	}
 	req.NotSentLowat = cfg.notSentLowat
+	req.OmitMark = cfg.omit > 0 && !cfg.udp
 	if cfg.udp {
 		req.Protocol, req.Rate, req.UDPTransport = "udp", cfg.rate, cfg.udpTransport
 	}
@@ -267,6 +269,7 @@ func (t *clientTest) negotiate() error {
 		t.offer = a.UDP
 		t.probes.serverAgreed(a.Latency)
 		t.serverVia = a.Via
+		t.omitMarks = a.OmitMark
 		return nil
 	case msgRefuse, msgError:
 		return refusal(msg)
@@ -344,6 +347,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	hardStop := req.hardStop(t.idle, 365*24*time.Hour)
 	run := newTestRun(req, t.idle, hardStop)
 	run.keepIntervals = t.cfg.json
+	run.omitMarks = t.omitMarks
 	if t.transport == "udp" {
 		run.onSendersDone = func() { sendJSON(t.ctrl, sentMsg()) }
 	}

@@ -87,6 +87,9 @@ type testRequest struct {
 	// NotSentLowat caps the unsent bytes in each sending stream's socket
 	// (Linux TCP_NOTSENT_LOWAT), so less of the test waits in the sender.
 	NotSentLowat int `json:"notsent_lowat,omitempty"`
+	// OmitMark offers to end -O's omitted period with a mark inside each
+	// stream rather than on each end's clock (stream.go, markOmitEnd).
+	OmitMark bool `json:"omit_mark,omitempty"`
 }
 
 // Bounds of a test request, shared by the client's option checks and the
@@ -208,6 +211,9 @@ type acceptMsg struct {
 	// Via is the forwarding header of the request (X-Forwarded-For: ...,
 	// Via: ...) when a reverse proxy stands in front of the server.
 	Via string `json:"via,omitempty"`
+	// OmitMark: the server takes the request's omit_mark offer; both
+	// ends' senders mark the omit's end and their receivers count from it.
+	OmitMark bool `json:"omit_mark,omitempty"`
 }
 
 // udpOffer is where a UDP test's datagrams may go, and the session's
