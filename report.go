@@ -5,6 +5,7 @@ package main
 // --json-stream events, and the server's one-line-per-test log.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -417,6 +418,9 @@ func (rep *reporter) finish(err error) error {
 			if rep.view.serverJSON != nil {
 				rep.event("server_output_json", rep.view.serverJSON)
 			}
+			if rep.view.serverText != "" {
+				rep.event("server_output_text", rep.view.serverText)
+			}
 		}
 		if err != nil {
 			rep.event("error", err.Error())
@@ -430,13 +434,7 @@ func (rep *reporter) finish(err error) error {
 			if rep.cfg.verbose {
 				rep.printVerboseEnd()
 			}
-			if rep.view.serverText != "" {
-				rep.out.println("")
-				rep.out.println("Server output:")
-				for _, l := range strings.Split(strings.TrimRight(rep.view.serverText, "\n"), "\n") {
-					rep.out.println(cleanText(l, 1000)) // from the network
-				}
-			}
+			rep.printServerOutput()
 		}
 		if err == nil {
 			rep.out.println("")
@@ -448,6 +446,26 @@ func (rep *reporter) finish(err error) error {
 		return fmt.Errorf("%w: %w", errReported, err)
 	}
 	return nil
+}
+
+// printServerOutput prints --get-server-output's report in the form the
+// server wrote it, under iperf3's heading for that form.
+func (rep *reporter) printServerOutput() {
+	v := rep.view
+	var doc bytes.Buffer
+	switch {
+	case v.serverText != "":
+		rep.out.println("")
+		rep.out.println("Server output:")
+		for _, l := range strings.Split(strings.TrimRight(v.serverText, "\n"), "\n") {
+			rep.out.println(cleanText(l, 1000)) // from the network
+		}
+	case v.serverJSON != nil && json.Indent(&doc, v.serverJSON, "", "\t") == nil:
+		// Valid JSON escapes every control character: it prints safely.
+		rep.out.println("")
+		rep.out.println("Server JSON output:")
+		rep.out.raw(doc.String() + "\n")
+	}
 }
 
 func (rep *reporter) printVerboseEnd() {

@@ -234,6 +234,7 @@ func (t *serverTest) prepare() (*testRun, error) {
 		run.streams = append(run.streams, st)
 	}
 	sortStreams(run.streams)
+	run.socketFacts()
 	return run, nil
 }
 
@@ -317,10 +318,12 @@ func (t *serverTest) finish(run *testRun, theirs *resultsMsg, runErr error) {
 		return
 	}
 	mine := &resultsMsg{Type: msgResults, Streams: run.summaries(), CPU: run.cpu, Congestion: run.congestion}
-	switch req.ServerOutput {
-	case "json":
+	// The server's own output mode decides the form, as iperf3's does.
+	switch {
+	case req.ServerOutput == "":
+	case s.cfg.json:
 		mine.ServerJSON, _ = json.Marshal(view.document())
-	case "text":
+	default:
 		mine.ServerText = view.text()
 	}
 	if err := sendJSON(t.ctrl, mine); err != nil {

@@ -173,6 +173,8 @@ type testRun struct {
 	// end of the omitted period in its stream, so that both ends omit
 	// the same bytes whatever their clocks say (see markOmitEnd).
 	omitMarks bool
+	sock      socketInfo // see socketFacts
+	sockOnce  sync.Once
 }
 
 // newTestRun builds a run from a request; the caller adds streams.
@@ -214,6 +216,7 @@ func (run *testRun) stopped() bool {
 // run until the peer closes. The first stream failure is returned; the
 // measurements are valid either way.
 func (run *testRun) run(ctx context.Context) error {
+	run.socketFacts()
 	run.start = time.Now()
 	run.cpuUser, run.cpuSys = processCPU()
 	for i, s := range run.streams {
@@ -805,18 +808,27 @@ func (run *testRun) latestIntervals() []streamResult {
 }
 
 // connections are the streams' socket addresses, and the socket facts
-// iperf3 reports, read from the first stream.
+// iperf3 reports (socketFacts).
 func (run *testRun) connections() ([]connInfo, socketInfo) {
 	var conns []connInfo
 	for _, s := range run.streams {
 		local, remote := s.addrs()
 		conns = append(conns, connInfo{id: s.id, local: local, remote: remote})
 	}
-	var sock socketInfo
-	if len(run.streams) > 0 && run.streams[0].conn != nil {
-		sock = socketFacts(run.streams[0].conn.NetConn())
-	}
-	return conns, sock
+	return conns, run.socketFacts()
+}
+
+// socketFacts are the first stream's MSS and buffer sizes, read once at
+// setup, before any data moves, as iperf3 reads them: the kernel grows
+// the buffers as data flows, so a later read says more about the run
+// than about the setup.
+func (run *testRun) socketFacts() socketInfo {
+	run.sockOnce.Do(func() {
+		if len(run.streams) > 0 && run.streams[0].conn != nil {
+			run.sock = socketFacts(run.streams[0].conn.NetConn())
+		}
+	})
+	return run.sock
 }
 
 // cpuSince is this process's CPU use since the run started, as a share of
