@@ -201,11 +201,11 @@ func (v *testView) startJSON() jsonStart {
 	}
 	req := v.req
 	d := &jsonStartDetails{
-		Timestamp:     jsonTimestamp{Time: v.started.UTC().Format(iperfTimeLayout), Timesecs: v.started.Unix()},
-		Cookie:        req.Cookie,
-		SockBufsize:   req.Window,
-		SndbufActual:  v.sockInfo.sndbuf,
-		RcvbufActual:  v.sockInfo.rcvbuf,
+		Timestamp:    jsonTimestamp{Time: v.started.UTC().Format(iperfTimeLayout), Timesecs: v.started.Unix()},
+		Cookie:       req.Cookie,
+		SockBufsize:  req.Window,
+		SndbufActual: v.sockInfo.sndbuf,
+		RcvbufActual: v.sockInfo.rcvbuf,
 		TestStart: jsonTestStart{
 			Protocol:   v.protocolName(),
 			NumStreams: req.Parallel,
