@@ -75,7 +75,7 @@ func newUDPLab(t *testing.T, natted, iperf bool) *udpLab {
 	for _, end := range [][2]string{{u.cli, u.cliIf}, {u.srv, u.srvIf}} {
 		l.run(end[0], "ip", "link", "set", "dev", end[1], "gso_max_segs", "1")
 	}
-	l.start(u.srv, u.bin, "-s", "-p", labUDPPort)
+	l.start(u.srv, u.bin, "-s", "-J", "-p", labUDPPort) // -J: server_output_json
 	ports := []string{":" + labUDPPort}
 	if iperf {
 		l.start(u.srv, "iperf3", "-s", "-p", labUDPIperfPort)
