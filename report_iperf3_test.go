@@ -235,14 +235,30 @@ func TestServerOutputOwnRows(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"-J", "-t", "1", "--get-server-output"}, tc.args...)
+			headers := map[string]string{}
 			for name, run := range map[string]func(*testing.T, []string, ...string) string{"iperf3": iperf3Run, "wperf": wperfRun} {
 				text, _ := e2eDecode(t, run(t, nil, args...))["server_output_text"].(string)
 				if got := summaryRoles(text); !slices.Equal(got, tc.wantRoles) {
 					t.Errorf("%s: the server's summary rows are %v, want %v:\n%s", name, got, tc.wantRoles, text)
 				}
+				headers[name] = summaryHeader(text)
+			}
+			if headers["iperf3"] != headers["wperf"] {
+				t.Errorf("the server's summary header is %q, iperf3's %q", headers["wperf"], headers["iperf3"])
 			}
 		})
 	}
+}
+
+// summaryHeader is a report's last column header line: the summary's.
+func summaryHeader(text string) string {
+	header := ""
+	for _, l := range e2eLines(text) {
+		if strings.HasPrefix(l, "[ ID]") {
+			header = strings.TrimRight(l, " ")
+		}
+	}
+	return header
 }
 
 // summaryRoles are the roles of a report's summary rows, in order,

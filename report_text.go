@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -215,12 +216,16 @@ func (t textRows) pairRows(p endPair) []string {
 }
 
 // summaryColumns names the summary's columns after the bitrate: Retr
-// only where a sender knows its retransmits, as in iperf3.
+// only where a sender row with retransmits is printed, as in iperf3
+// (a server prints its own rows only: no Retr where it only receives).
 func (t textRows) summaryColumns(pairs []endPair) string {
-	switch {
-	case t.v.req.udp():
+	if t.v.req.udp() {
 		return udpLossColumns
-	case sendersKnowRetransmits(pairs):
+	}
+	if t.v.isServer {
+		pairs = slices.DeleteFunc(slices.Clone(pairs), func(p endPair) bool { return !p.sending })
+	}
+	if sendersKnowRetransmits(pairs) {
 		return "         Retr"
 	}
 	return ""
