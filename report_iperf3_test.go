@@ -24,9 +24,7 @@ import (
 // client printed. The client retries while the server is not yet up.
 func iperf3Run(t *testing.T, serverFlags []string, clientArgs ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		t.Skip("iperf3 is not installed (.ci/run installs it)")
-	}
+	labNeeds(t, "iperf3") // skips without it, except in CI
 	port := freeLoopbackPort(t)
 	srv := exec.Command("iperf3", append([]string{"-s", "-1", "-B", "127.0.0.1", "-p", port}, serverFlags...)...)
 	if err := srv.Start(); err != nil {
