@@ -72,6 +72,11 @@ type clientTest struct {
 	probes    *latencyProber
 	latency   *latencyReport
 	serverVia string // the reverse proxy the server saw, from its accept
+	omitMarks bool   // the server agreed to mark the omit's end in-band
+	// The first stream socket's buffer sizes before its connect, for
+	// start.sndbuf_actual and rcvbuf_actual (bufferSizes).
+	buffersOnce    sync.Once
+	sndbuf, rcvbuf int
 }
 
 // targetURL turns -c and -p into the server's URL (parseTarget, in
@@ -103,6 +108,7 @@ func requestFrom(cfg *config) testRequest {
 		Client:     software,
 	}
 	req.NotSentLowat = cfg.notSentLowat
+	req.OmitMark = cfg.omit > 0 && !cfg.udp
 	if cfg.udp {
 		req.Protocol, req.Rate, req.UDPTransport = "udp", cfg.rate, cfg.udpTransport
 	}
@@ -182,13 +188,23 @@ func (t *clientTest) sockOpts() sockOpts {
 	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.req.NoDelay, notSentLowat: t.cfg.notSentLowat}
 }
 
+// streamControl sets a stream socket's options before its connect, and
+// notes the buffer sizes they gave.
+func (t *clientTest) streamControl(network, address string, rc syscall.RawConn) error {
+	if err := t.sockOpts().preConnect(network, address, rc); err != nil {
+		return err
+	}
+	t.buffersOnce.Do(func() { t.sndbuf, t.rcvbuf = bufferSizes(rc) })
+	return nil
+}
+
 // dial opens the control connection, or with isStream a stream, which
 // also gets the socket options and a read buffer sized for the test.
 func (t *clientTest) dial(ctx context.Context, isStream bool) (*wsConn, error) {
 	if !isStream {
 		return dialServer(ctx, t.cfg, t.url, controlDialOptions(t.cfg, nil))
 	}
-	opt := controlDialOptions(t.cfg, t.sockOpts().preConnect)
+	opt := controlDialOptions(t.cfg, t.streamControl)
 	opt.readBuffer = streamReadBuffer(t.req.Length, t.req.streamCount())
 	opt.maxMessage = streamMaxMessage(t.req.Length)
 	return dialServer(ctx, t.cfg, t.url, opt)
@@ -276,6 +292,7 @@ func (t *clientTest) negotiate() error {
 		t.offer = a.UDP
 		t.probes.serverAgreed(a.Latency)
 		t.serverVia = a.Via
+		t.omitMarks = a.OmitMark
 		return nil
 	case msgRefuse, msgError:
 		return refusal(msg)
@@ -353,6 +370,7 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	hardStop := req.hardStop(t.idle, 365*24*time.Hour)
 	run := newTestRun(req, t.idle, hardStop)
 	run.keepIntervals = t.cfg.json
+	run.omitMarks = t.omitMarks
 	if t.transport == "udp" {
 		run.onSendersDone = func() { sendJSON(t.ctrl, sentMsg()) }
 	}
@@ -360,7 +378,11 @@ func (t *clientTest) measure(ctx context.Context, streams []*stream) error {
 	t.engine = run
 	t.rep.view.transport, t.rep.view.transportReason = t.transport, t.transportReason
 	t.rep.view.reach = clientReach(t.cfg, t.ctrl, t.serverVia)
-	t.rep.started(run.connections())
+	conns, sock := run.connections()
+	if t.sndbuf > 0 {
+		sock.sndbuf, sock.rcvbuf = t.sndbuf, t.rcvbuf
+	}
+	t.rep.started(conns, sock)
 	run.onIntervalClosed = func(final bool) {
 		t.liveLatency()
 		t.rep.intervalClosed(run.latestIntervals(), final)

@@ -141,7 +141,8 @@ var reachShapes = []struct {
 // it listens on port.
 func (rl *reachLab) startServer(t *testing.T, port string, flags ...string) {
 	t.Helper()
-	rl.start(rl.server, append([]string{wperfBinary(t), "-s", "-p", port}, flags...)...)
+	// -J: the clients' --get-server-output is then server_output_json.
+	rl.start(rl.server, append([]string{wperfBinary(t), "-s", "-J", "-p", port}, flags...)...)
 	waitListening(t, rl.lab, rl.server, ":"+port)
 }
 

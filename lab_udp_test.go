@@ -75,7 +75,7 @@ func newUDPLab(t *testing.T, natted, iperf bool) *udpLab {
 	for _, end := range [][2]string{{u.cli, u.cliIf}, {u.srv, u.srvIf}} {
 		l.run(end[0], "ip", "link", "set", "dev", end[1], "gso_max_segs", "1")
 	}
-	l.start(u.srv, u.bin, "-s", "-p", labUDPPort)
+	l.start(u.srv, u.bin, "-s", "-J", "-p", labUDPPort) // -J: server_output_json
 	ports := []string{":" + labUDPPort}
 	if iperf {
 		l.start(u.srv, "iperf3", "-s", "-p", labUDPIperfPort)
@@ -435,10 +435,11 @@ func TestLabUDPBlocked(t *testing.T) {
 		if code != exitRuntime {
 			t.Errorf("exit %d, want %d", code, exitRuntime)
 		}
-		// stdout's "Connecting to host" line, then the error: one line.
+		// stdout's "Connecting to host" line and its URL, then the
+		// error: one line.
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 2 || !strings.HasPrefix(lines[0], "Connecting to host") ||
-			!strings.HasPrefix(lines[1], "wperf: ") || !strings.Contains(lines[1], "--udp-transport udp") || !strings.Contains(lines[1], "no answer to UDP hellos") {
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], "Connecting to host") || !strings.HasPrefix(lines[1], "      URL: ") ||
+			!strings.HasPrefix(lines[2], "wperf: ") || !strings.Contains(lines[2], "--udp-transport udp") || !strings.Contains(lines[2], "no answer to UDP hellos") {
 			t.Errorf("want the connecting line and one error line naming --udp-transport udp and the unanswered hellos, got:\n%s", out)
 		}
 		// Nothing is left to wait for once the hellos' ~2 s are spent.

@@ -284,7 +284,7 @@ func TestLatencyFlagErrors(t *testing.T) {
 // the idle phase before the test or inside -O.
 func TestLatencyUnderLoad(t *testing.T) {
 	t.Parallel()
-	srv := startE2EServer(t)
+	srv := startE2EServer(t, "-J") // -J: server_output_json
 	doc := e2eDecode(t, srv.mustRun(t, "-t", "1", "-i", "0.5", "-J", "--get-server-output").stdout)
 	lat, _ := e2eGet(doc, "end.wperf.latency")
 	if p := e2eGet2(t, lat, "idle_phase"); p != idleBeforeIt {

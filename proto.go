@@ -92,6 +92,9 @@ type testRequest struct {
 	// control connection as it closes: a browser page shows the upload
 	// the server received, which only the server knows (web.go).
 	Progress bool `json:"progress,omitempty"`
+	// OmitMark offers to end -O's omitted period with a mark inside each
+	// stream rather than on each end's clock (stream.go, markOmitEnd).
+	OmitMark bool `json:"omit_mark,omitempty"`
 }
 
 // Bounds of a test request, shared by the client's option checks and the
@@ -216,6 +219,9 @@ type acceptMsg struct {
 	// Client is the client's address as the server sees it, for a
 	// page that asked for progress (a browser cannot know it otherwise).
 	Client string `json:"client,omitempty"`
+	// OmitMark: the server takes the request's omit_mark offer; both
+	// ends' senders mark the omit's end and their receivers count from it.
+	OmitMark bool `json:"omit_mark,omitempty"`
 }
 
 // udpOffer is where a UDP test's datagrams may go, and the session's

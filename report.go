@@ -5,6 +5,7 @@ package main
 // --json-stream events, and the server's one-line-per-test log.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -301,9 +302,18 @@ func (rep *reporter) event(name string, data any) {
 func (rep *reporter) connecting(u *url.URL, req *testRequest) {
 	port, _ := strconv.Atoi(u.Port())
 	rep.view = &testView{req: req, peerHost: u.Hostname(), peerPort: port, url: u.String()}
-	if rep.text() {
-		rep.out.printf("Connecting to host %s, port %d (%s)", u.Hostname(), port, u.String())
+	if !rep.text() {
+		return
 	}
+	if rep.cfg.verbose {
+		rep.out.println(software)
+		rep.out.println(systemInfo())
+		rep.out.println("Time: " + time.Now().UTC().Format(iperfTimeLayout))
+	}
+	// iperf3's line as iperf3 ends it, so that scripts' patterns anchored
+	// at its end match; the URL, wperf's own, follows on a line of its own.
+	rep.out.printf("Connecting to host %s, port %d", u.Hostname(), port)
+	rep.out.println("      URL: " + u.String())
 }
 
 // started prints the connect lines once every stream is up and the
@@ -321,6 +331,12 @@ func (rep *reporter) started(conns []connInfo, sock socketInfo) {
 		if v.req.Direction == dirDownload {
 			rep.out.printf("Reverse mode, remote host %s is sending", v.peerHost)
 		}
+		if rep.cfg.verbose {
+			rep.out.println("      Cookie: " + v.req.Cookie)
+			if !v.req.udp() {
+				rep.out.println("      " + v.mssLine())
+			}
+		}
 		for _, l := range v.connectLines() {
 			rep.out.println(l)
 		}
@@ -335,6 +351,15 @@ func (rep *reporter) started(conns []connInfo, sock socketInfo) {
 				v.protocolName(), v.req.Parallel, v.req.Length, v.req.Omit, testAmount(v.req))
 		}
 	}
+}
+
+// mssLine is -V's TCP MSS line, as iperf3 words it: -M's value, or the
+// kernel's choice.
+func (v *testView) mssLine() string {
+	if v.req.MSS > 0 {
+		return fmt.Sprintf("TCP MSS: %d", v.req.MSS)
+	}
+	return fmt.Sprintf("TCP MSS: %d (default)", v.sockInfo.mss)
 }
 
 func testAmount(req *testRequest) string {
@@ -417,26 +442,26 @@ func (rep *reporter) finish(err error) error {
 			if rep.view.serverJSON != nil {
 				rep.event("server_output_json", rep.view.serverJSON)
 			}
+			if rep.view.serverText != "" {
+				rep.event("server_output_text", rep.view.serverText)
+			}
 		}
 		if err != nil {
 			rep.event("error", err.Error())
 		}
 	default:
 		if rep.ended {
-			t := textRows{v: rep.view, unit: rep.unit()}
-			for _, l := range t.summary() {
+			t := textRows{v: rep.view, unit: rep.unit(), verbose: rep.cfg.verbose}
+			for _, l := range t.summaryRows() {
 				rep.out.println(l)
 			}
 			if rep.cfg.verbose {
 				rep.printVerboseEnd()
 			}
-			if rep.view.serverText != "" {
-				rep.out.println("")
-				rep.out.println("Server output:")
-				for _, l := range strings.Split(strings.TrimRight(rep.view.serverText, "\n"), "\n") {
-					rep.out.println(cleanText(l, 1000)) // from the network
-				}
+			for _, l := range rep.view.latencyLines() {
+				rep.out.println(l)
 			}
+			rep.printServerOutput()
 		}
 		if err == nil {
 			rep.out.println("")
@@ -450,13 +475,53 @@ func (rep *reporter) finish(err error) error {
 	return nil
 }
 
+// printServerOutput prints --get-server-output's report in the form the
+// server wrote it, under iperf3's heading for that form.
+func (rep *reporter) printServerOutput() {
+	v := rep.view
+	var doc bytes.Buffer
+	switch {
+	case v.serverText != "":
+		rep.out.println("")
+		rep.out.println("Server output:")
+		for _, l := range strings.Split(strings.TrimRight(v.serverText, "\n"), "\n") {
+			rep.out.println(cleanText(l, 1000)) // from the network
+		}
+	case v.serverJSON != nil && json.Indent(&doc, v.serverJSON, "", "\t") == nil:
+		// Valid JSON escapes every control character: it prints safely.
+		rep.out.println("")
+		rep.out.println("Server JSON output:")
+		rep.out.raw(doc.String() + "\n")
+	}
+}
+
+// printVerboseEnd prints -V's lines after the summary, in iperf3's
+// words: the CPU use of each end by its role (--bidir's ends have both,
+// so both lines), and the congestion control of the test's sender and
+// receiver.
 func (rep *reporter) printVerboseEnd() {
 	v := rep.view
 	l, m := v.localCPU, v.remoteCPU
-	rep.out.printf("CPU Utilization: local %.1f%% (%.1f%%u/%.1f%%s), remote %.1f%% (%.1f%%u/%.1f%%s)",
-		l.Total, l.User, l.System, m.Total, m.User, m.System)
-	if v.localCong != "" {
-		rep.out.printf("local tcp congestion %s, remote tcp congestion %s", v.localCong, cleanText(v.remoteCong, 16))
+	roles := [][2]string{{"sender", "receiver"}}
+	switch v.req.Direction {
+	case dirDownload:
+		roles = [][2]string{{"receiver", "sender"}}
+	case dirBidir:
+		roles = append(roles, [2]string{"receiver", "sender"})
+	}
+	for _, r := range roles {
+		rep.out.printf("CPU Utilization: local/%s %.1f%% (%.1f%%u/%.1f%%s), remote/%s %.1f%% (%.1f%%u/%.1f%%s)",
+			r[0], l.Total, l.User, l.System, r[1], m.Total, m.User, m.System)
+	}
+	snd, rcv := v.localCong, cleanText(v.remoteCong, 16) // the peer's from the network
+	if v.req.Direction == dirDownload {
+		snd, rcv = rcv, snd
+	}
+	if snd != "" {
+		rep.out.println("snd_tcp_congestion " + snd)
+	}
+	if rcv != "" {
+		rep.out.println("rcv_tcp_congestion " + rcv)
 	}
 }
 

@@ -32,7 +32,8 @@ type jsonStartDetails struct {
 	ConnectingTo       *jsonHostPort  `json:"connecting_to,omitempty"`
 	AcceptedConnection *jsonHostPort  `json:"accepted_connection,omitempty"`
 	Cookie             string         `json:"cookie"`
-	TCPMSSDefault      int            `json:"tcp_mss_default"`
+	TCPMSS             int            `json:"tcp_mss,omitempty"`         // -M, as asked
+	TCPMSSDefault      *int           `json:"tcp_mss_default,omitempty"` // the kernel's, without -M
 	TargetBitrate      int            `json:"target_bitrate"`
 	SockBufsize        int            `json:"sock_bufsize"`
 	SndbufActual       int            `json:"sndbuf_actual"`
@@ -200,12 +201,11 @@ func (v *testView) startJSON() jsonStart {
 	}
 	req := v.req
 	d := &jsonStartDetails{
-		Timestamp:     jsonTimestamp{Time: v.started.UTC().Format(iperfTimeLayout), Timesecs: v.started.Unix()},
-		Cookie:        req.Cookie,
-		TCPMSSDefault: v.sockInfo.mss,
-		SockBufsize:   req.Window,
-		SndbufActual:  v.sockInfo.sndbuf,
-		RcvbufActual:  v.sockInfo.rcvbuf,
+		Timestamp:    jsonTimestamp{Time: v.started.UTC().Format(iperfTimeLayout), Timesecs: v.started.Unix()},
+		Cookie:       req.Cookie,
+		SockBufsize:  req.Window,
+		SndbufActual: v.sockInfo.sndbuf,
+		RcvbufActual: v.sockInfo.rcvbuf,
 		TestStart: jsonTestStart{
 			Protocol:   v.protocolName(),
 			NumStreams: req.Parallel,
@@ -228,6 +228,13 @@ func (v *testView) startJSON() jsonStart {
 			Server:          v.serverVer,
 			reachFacts:      v.reach,
 		},
+	}
+	// iperf3 names the MSS tcp_mss when -M set it, tcp_mss_default when
+	// the kernel chose.
+	if req.MSS > 0 {
+		d.TCPMSS = req.MSS
+	} else {
+		d.TCPMSSDefault = &v.sockInfo.mss
 	}
 	if req.udp() {
 		d.TargetBitrate = int(req.Rate)
@@ -421,6 +428,11 @@ func (v *testView) endStream(p endPair) jsonEndStream {
 		return jsonEndStream{UDP: p.udpJSON()}
 	}
 	s, r := endSide(p.id, p.sender, p.sending, true), endSide(p.id, p.receiver, p.sending, false)
+	if p.senderKnown() {
+		// As iperf3: the receiver's seconds are the sender's; its end
+		// and bitrate stay its own.
+		r.Seconds = p.sender.Seconds
+	}
 	return jsonEndStream{Sender: &s, Receiver: &r}
 }
 

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -227,8 +228,12 @@ func clientText(t *testing.T, v *testView, opt textOptions) string {
 	if err := rep.finish(nil); err != nil {
 		t.Fatal(err)
 	}
-	return out.String()
+	// -V's lines that depend on the machine and the moment.
+	text := strings.ReplaceAll(out.String(), systemInfo(), "(system info)")
+	return verboseTimeRE.ReplaceAllString(text, "Time: (time)")
 }
+
+var verboseTimeRE = regexp.MustCompile(`Time: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT`)
 
 // reportDocument is v's -J document with what depends on the machine and
 // the release replaced: system_info and the versions.

@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -14,8 +15,9 @@ const separator = "- - - - - - - - - - - - - - - - - - - - - - - - -"
 
 // textRows holds the text renderer's choices for one test.
 type textRows struct {
-	v    *testView
-	unit byte // -f
+	v       *testView
+	unit    byte // -f
+	verbose bool // -V
 }
 
 // The column headers of UDP's rows: a sender's intervals count what it
@@ -57,11 +59,14 @@ func (t textRows) onlySends() bool {
 	return true
 }
 
-// hasTCPColumns: Retr and Cwnd appear where this side sends and knows them.
+// hasTCPColumns: Retr and Cwnd appear where this side sends and knows
+// them (TCP_INFO), as iperf3 shows them only where it has them.
 func (t textRows) hasTCPColumns() bool {
 	for _, s := range t.v.local {
-		if s.Sender {
-			return tcpInfoAvailable
+		for _, iv := range s.Intervals {
+			if s.Sender && iv.TCP != nil {
+				return true
+			}
 		}
 	}
 	return false
@@ -82,27 +87,27 @@ func (t textRows) traffic(id string, sending bool, start, end, secs float64, byt
 }
 
 // intervalRow is one stream's (or a sum's) line for one interval, with
-// the protocol's columns after the bitrate.
+// the protocol's columns after the bitrate. The columns end with
+// iperf3's padding, so (omitted) lands in iperf3's column.
 func (t textRows) intervalRow(id string, sending bool, iv interval, columns string) string {
 	row := t.traffic(id, sending, iv.Start, iv.End, iv.End-iv.Start, iv.Bytes) + columns
 	if iv.Omitted {
-		row += "  (omitted)"
+		row += "(omitted)"
 	}
 	return strings.TrimRight(row, " ")
 }
 
-// tcpColumns are an interval row's Retr and Cwnd, or the blanks that
-// keep (omitted) in line where they are unknown.
-func (t textRows) tcpColumns(retr *int64, cwnd int64, showCwnd bool) string {
+// tcpColumns are an interval row's Retr and Cwnd (a sum's Retr), or the
+// blanks iperf3 prints where a row has neither, padded as iperf3 pads
+// them.
+func tcpColumns(retr *int64, cwnd int64, showCwnd bool) string {
 	switch {
 	case retr != nil && showCwnd:
 		return fmt.Sprintf("  %3d   %s       ", *retr, formatUnits(float64(cwnd), 'A'))
 	case retr != nil:
-		return fmt.Sprintf("  %3d", *retr)
-	case t.hasTCPColumns():
-		return "                  "
+		return fmt.Sprintf("  %3d             ", *retr)
 	}
-	return ""
+	return blankColumns
 }
 
 // udpColumns are a sender interval's datagram count, or a receiver's
@@ -117,25 +122,26 @@ func udpColumns(d *jsonDatagrams) string {
 // entryColumns are the protocol's columns of one stream's interval.
 func (t textRows) entryColumns(e intervalEntry) string {
 	if d := e.udpJSON(); d != nil {
-		return udpColumns(d)
+		return udpColumns(d) + "  "
 	}
 	if e.iv.TCP == nil {
-		return t.tcpColumns(nil, 0, true)
+		return tcpColumns(nil, 0, true)
 	}
-	return t.tcpColumns(&e.iv.TCP.Retransmits, e.iv.TCP.SndCwnd, true)
+	return tcpColumns(&e.iv.TCP.Retransmits, e.iv.TCP.SndCwnd, true)
 }
 
 // intervalSumColumns are the protocol's columns of an interval's sum.
 func (t textRows) intervalSumColumns(s *jsonSum) string {
 	if s.jsonDatagrams != nil {
-		return udpColumns(s.jsonDatagrams)
+		return udpColumns(s.jsonDatagrams) + "  "
 	}
-	return t.tcpColumns(s.Retransmits, 0, false)
+	return tcpColumns(s.Retransmits, 0, false)
 }
 
-// intervalBlock is the rows of one interval: each stream, then the sums
-// when there are several streams. Blocks of several rows are set apart
-// by a separator line before all but the first.
+// intervalBlock is the rows of one interval: each direction's streams,
+// then their sum when there are several streams (the test's main
+// direction first, as iperf3 orders --bidir's rows). Blocks of several
+// rows are set apart by a separator line before all but the first.
 func (t textRows) intervalBlock(entries []intervalEntry, first bool) []string {
 	var lines []string
 	if t.v.req.Parallel > 1 && !first {
@@ -143,18 +149,17 @@ func (t textRows) intervalBlock(entries []intervalEntry, first bool) []string {
 	}
 	var main, rev []intervalEntry
 	for _, e := range entries {
-		lines = append(lines, t.intervalRow(idLabel(e.id), e.sending, e.iv, t.entryColumns(e)))
 		if t.v.primary(e.sending) {
 			main = append(main, e)
 		} else {
 			rev = append(rev, e)
 		}
 	}
-	if t.v.req.Parallel == 1 {
-		return lines
-	}
 	for _, dir := range [][]intervalEntry{main, rev} {
-		if s := sumIntervals(dir); s != nil {
+		for _, e := range dir {
+			lines = append(lines, t.intervalRow(idLabel(e.id), e.sending, e.iv, t.entryColumns(e)))
+		}
+		if s := sumIntervals(dir); s != nil && t.v.req.Parallel > 1 {
 			iv := interval{Start: s.Start, End: s.End, Bytes: s.Bytes, Omitted: *s.Omitted}
 			lines = append(lines, t.intervalRow("SUM", dir[0].sending, iv, t.intervalSumColumns(s)))
 		}
@@ -162,36 +167,79 @@ func (t textRows) intervalBlock(entries []intervalEntry, first bool) []string {
 	return lines
 }
 
-// summary is the block after the last interval: sender and receiver rows
-// per stream, then the sums, then wperf's own notes on a UDP test.
+// summary is the block after the last interval: the summary's rows,
+// then the latency report.
 func (t textRows) summary() []string {
+	return append(t.summaryRows(), t.v.latencyLines()...)
+}
+
+// summaryRows are sender and receiver rows per stream, then their sum,
+// one direction after the other (the test's main direction first, as
+// iperf3 orders --bidir's), then wperf's own notes on a UDP test. A
+// server's report, like iperf3's server, has only its own side's rows.
+// -V adds iperf3's heading.
+func (t textRows) summaryRows() []string {
 	v := t.v
 	pairs := v.pairs()
-	lines := []string{separator, t.header(t.summaryColumns())}
-	for _, p := range pairs {
-		lines = append(lines, t.endRow(p, true))
-		if p.hasPeer || !p.sending {
-			lines = append(lines, t.endRow(p, false))
-			lines = append(lines, t.outOfOrder(p)...)
-		}
+	lines := []string{separator}
+	if t.verbose {
+		lines = append(lines, "Test Complete. Summary Results:")
 	}
-	if v.req.Parallel > 1 {
-		main, rev := v.splitPairs(pairs)
-		lines = append(lines, t.sumRows(main)...)
-		lines = append(lines, t.sumRows(rev)...)
+	lines = append(lines, t.header(t.summaryColumns(pairs)))
+	main, rev := v.splitPairs(pairs)
+	for _, dir := range [][]endPair{main, rev} {
+		for _, p := range dir {
+			lines = append(lines, t.pairRows(p)...)
+		}
+		if v.req.Parallel > 1 {
+			lines = append(lines, t.sumRows(dir)...)
+		}
 	}
 	if v.req.udp() {
 		lines = append(lines, t.udpNotes(pairs)...)
 	}
-	return append(lines, v.latencyLines()...)
+	return lines
 }
 
-// summaryColumns names the summary's columns after the bitrate.
-func (t textRows) summaryColumns() string {
+// pairRows are one stream's summary rows: the sender's, and the
+// receiver's once known; a server's own side's alone.
+func (t textRows) pairRows(p endPair) []string {
+	switch {
+	case t.v.isServer && p.sending:
+		return []string{t.endRow(p, true)}
+	case t.v.isServer:
+		return append([]string{t.endRow(p, false)}, t.outOfOrder(p)...)
+	case p.hasPeer || !p.sending:
+		return append([]string{t.endRow(p, true), t.endRow(p, false)}, t.outOfOrder(p)...)
+	}
+	return []string{t.endRow(p, true)}
+}
+
+// summaryColumns names the summary's columns after the bitrate: Retr
+// only where a sender row with retransmits is printed, as in iperf3
+// (a server prints its own rows only: no Retr where it only receives).
+func (t textRows) summaryColumns(pairs []endPair) string {
 	if t.v.req.udp() {
 		return udpLossColumns
 	}
-	return "         Retr"
+	if t.v.isServer {
+		pairs = slices.DeleteFunc(slices.Clone(pairs), func(p endPair) bool { return !p.sending })
+	}
+	if sendersKnowRetransmits(pairs) {
+		return "         Retr"
+	}
+	return ""
+}
+
+// sendersKnowRetransmits tells whether any of the streams' senders read
+// its retransmits (TCP_INFO).
+func sendersKnowRetransmits(ps []endPair) bool {
+	for _, p := range ps {
+		if p.sender.TCP != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (t textRows) sumRows(ps []endPair) []string {
@@ -199,16 +247,24 @@ func (t textRows) sumRows(ps []endPair) []string {
 	if s == nil {
 		return nil
 	}
-	sending := ps[0].sending
-	return []string{
-		t.endRowValues("SUM", sending, s.Seconds, s.Bytes, sumColumns(s), "sender"),
-		t.endRowValues("SUM", sending, r.Seconds, r.Bytes, sumColumns(r), "receiver"),
+	if !t.v.req.udp() && !sendersKnowRetransmits(ps) {
+		s.Retransmits = nil
 	}
+	sending := ps[0].sending
+	sent := t.endRowValues("SUM", sending, s.Seconds, s.Bytes, sumColumns(s), "sender")
+	received := t.endRowValues("SUM", sending, r.Seconds, r.Bytes, sumColumns(r), "receiver")
+	switch {
+	case !t.v.isServer:
+		return []string{sent, received}
+	case sending:
+		return []string{sent}
+	}
+	return []string{received}
 }
 
 // endRow is a stream's sender or receiver summary row. A UDP sender row
 // counts what went out; its receiver row, what was lost of all the
-// sender numbered.
+// sender numbered. A TCP sender row has Retr where it is known.
 func (t textRows) endRow(p endPair, isSender bool) string {
 	res, columns := p.receiver, blankColumns
 	switch {
@@ -217,7 +273,7 @@ func (t textRows) endRow(p endPair, isSender bool) string {
 	case t.v.req.udp():
 		columns = udpColumns(p.datagrams().receivedJSON()) + "  "
 	case isSender:
-		res, columns = p.sender, retrColumn(0)
+		res = p.sender
 		if res.TCP != nil {
 			columns = retrColumn(res.TCP.Retransmits)
 		}

@@ -364,7 +364,8 @@ func udpRepText(c udpRepTest) []byte {
 	}
 	rep.end(v)
 	rep.finish(nil)
-	return out.Bytes()
+	text := strings.ReplaceAll(out.String(), systemInfo(), "(system info)")
+	return []byte(verboseTimeRE.ReplaceAllString(text, "Time: (time)"))
 }
 
 // udpRepJSON is the test's -J document, with the host's description made

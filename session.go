@@ -76,7 +76,7 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 	plan := s.planUDP(req)
 	defer plan.end()
 	c.SetLimits(maxControlMessage, 0)
-	accept := acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Latency: req.Latency != nil, Via: c.forwardedBy}
+	accept := acceptMsg{Type: msgAccept, Version: protocolVersion, Server: software, Cookie: req.Cookie, UDP: plan.offer, Latency: req.Latency != nil, Via: c.forwardedBy, OmitMark: omitMarks(req)}
 	if req.Progress {
 		accept.Client = peer
 	}
@@ -120,6 +120,10 @@ func (s *server) control(c *wsConn, req *testRequest, peer string) {
 	t.streams, t.startedAt = streams, time.Now()
 	t.run()
 }
+
+// omitMarks tells whether a test's omitted period ends at its senders'
+// in-band marks: when the client offers them, for TCP's streams.
+func omitMarks(req *testRequest) bool { return req.OmitMark && !req.udp() && req.Omit > 0 }
 
 // errClientLeft is a client that gave up on its test before it started.
 var errClientLeft = errors.New("the client left")
@@ -223,6 +227,7 @@ func (t *serverTest) prepare() (*testRun, error) {
 	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay, notSentLowat: req.NotSentLowat}
 	run := t.engine
 	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
+	run.omitMarks = omitMarks(req)
 	if run.udp && run.rate == 0 {
 		// An unpaced test's server sends no faster than its UDP cap.
 		run.rate = s.cfg.maxUDPRate / float64(req.streamCount())
@@ -244,6 +249,7 @@ func (t *serverTest) prepare() (*testRun, error) {
 		run.streams = append(run.streams, st)
 	}
 	sortStreams(run.streams)
+	run.socketFacts()
 	return run, nil
 }
 
@@ -327,10 +333,12 @@ func (t *serverTest) finish(run *testRun, theirs *resultsMsg, runErr error) {
 		return
 	}
 	mine := &resultsMsg{Type: msgResults, Streams: run.summaries(), CPU: run.cpu, Congestion: run.congestion}
-	switch req.ServerOutput {
-	case "json":
+	// The server's own output mode decides the form, as iperf3's does.
+	switch {
+	case req.ServerOutput == "":
+	case s.cfg.json:
 		mine.ServerJSON, _ = json.Marshal(view.document())
-	case "text":
+	default:
 		mine.ServerText = view.text()
 	}
 	if err := sendJSON(t.ctrl, mine); err != nil {

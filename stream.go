@@ -118,6 +118,12 @@ type stream struct {
 	hasTCP    bool
 	lastUDP   udpCounts // UDP counts when the previous interval closed
 	udpBase   udpCounts // UDP counts when the omitted period ended
+
+	// omitMark is moved where the sender's in-band mark ended the
+	// omitted period in this stream's bytes (sent here, or seen here);
+	// -1 until then. The stream's goroutine sets it, the clock reads it.
+	omitMark atomic.Int64
+	fromMark bool // owned by the clock: an interval has counted from the mark
 }
 
 // testRun is one end's part of a test: its streams, clock and limits.
@@ -163,6 +169,12 @@ type testRun struct {
 	// hold keeps the senders quiet at the start, for idle latency probes.
 	hold     time.Duration
 	zeroCopy bool // senders hand the kernel pool pages instead of copies (-Z)
+	// omitMarks: both ends agreed (omit_mark) that each sender marks the
+	// end of the omitted period in its stream, so that both ends omit
+	// the same bytes whatever their clocks say (see markOmitEnd).
+	omitMarks bool
+	sock      socketInfo // see socketFacts
+	sockOnce  sync.Once
 }
 
 // newTestRun builds a run from a request; the caller adds streams.
@@ -204,6 +216,7 @@ func (run *testRun) stopped() bool {
 // run until the peer closes. The first stream failure is returned; the
 // measurements are valid either way.
 func (run *testRun) run(ctx context.Context) error {
+	run.socketFacts()
 	run.start = time.Now()
 	run.cpuUser, run.cpuSys = processCPU()
 	for i, s := range run.streams {
@@ -213,6 +226,10 @@ func (run *testRun) run(ctx context.Context) error {
 		}
 	}
 	run.budget, run.omitting = math.MaxInt64, run.omit > 0
+	run.omitMarks = run.omitMarks && run.omit > 0 && !run.udp
+	for _, s := range run.streams {
+		s.omitMark.Store(-1)
+	}
 	if run.target > 0 {
 		run.budget = run.target
 	}
@@ -322,15 +339,34 @@ func (run *testRun) refund(n int64) {
 
 // settle counts n sent bytes. Bytes reserved during the omitted period
 // that went out after it ended are measured, so they come out of the
-// budget now: a sized test sends exactly its size after the omit.
+// budget now: a sized test sends exactly its size after the omit. With
+// marks they went out before the mark, so they stay omitted.
 func (run *testRun) settle(s *stream, n int64, duringOmit bool) {
 	run.acct.Lock()
 	defer run.acct.Unlock()
 	s.moved.Add(n)
-	if duringOmit && !run.omitting {
+	if duringOmit && !run.omitting && !run.omitMarks {
 		run.budget -= n
 	}
 }
+
+// markOmitEnd ends the omitted period inside the stream: an empty text
+// message (data messages are binary) goes out between the last omitted
+// byte and the first measured one. Each end counts from it, so the
+// bytes still in flight when the sender's clock ended the omitted period
+// are omitted on both ends, and the receiver never counts more than the
+// sender: iperf3's receiver may, when its own clock ends it first.
+func (run *testRun) markOmitEnd(s *stream) error {
+	s.conn.SetWriteDeadline(time.Now().Add(run.idle))
+	if err := s.conn.WriteMessage(opText, nil); err != nil {
+		return err
+	}
+	s.omitMark.Store(s.moved.Load())
+	return nil
+}
+
+// sawOmitMark records where the sender's mark arrived in the stream.
+func (s *stream) sawOmitMark() { s.omitMark.CompareAndSwap(-1, s.moved.Load()) }
 
 // maxKeptIntervals bounds the intervals one run keeps for its report
 // (about 100 bytes each), whatever -P, -t and -i a client asks for. Past
@@ -389,6 +425,12 @@ func (run *testRun) send(s *stream) error {
 		n, duringOmit := run.reserve(int64(frames) * int64(run.length))
 		if n == 0 {
 			break
+		}
+		if !duringOmit && run.omitMarks && s.omitMark.Load() < 0 {
+			if err := run.markOmitEnd(s); err != nil {
+				s.endAt.CompareAndSwap(0, int64(time.Since(run.start)))
+				return err
+			}
 		}
 		for left := n; left > 0; {
 			m := min(left, int64(run.length))
@@ -451,8 +493,12 @@ func (run *testRun) receive(s *stream) error {
 	}
 	for {
 		refresh()
-		if _, _, _, err := s.conn.NextFrame(); err != nil {
+		op, _, _, err := s.conn.NextFrame()
+		if err != nil {
 			return ended(err)
+		}
+		if op == opText && run.omitMarks {
+			s.sawOmitMark()
 		}
 		for {
 			refresh()
@@ -612,10 +658,14 @@ func (run *testRun) closeStreamInterval(s *stream, at time.Duration, final, omit
 	if omitted {
 		base = 0
 	}
+	from := s.lastMoved
+	if run.omitMarks && !omitted {
+		from = s.countFrom(moved)
+	}
 	iv := interval{
 		Start:   (start - base).Seconds(),
 		End:     (end - base).Seconds(),
-		Bytes:   moved - s.lastMoved,
+		Bytes:   moved - from,
 		Omitted: omitted,
 	}
 	switch {
@@ -638,6 +688,35 @@ func (run *testRun) closeStreamInterval(s *stream, at time.Duration, final, omit
 	default:
 		s.intervals = append(s.intervals, iv)
 	}
+}
+
+// countFrom is where an interval after the omitted period starts
+// counting a stream's bytes when the sender marks the omit's end: at the
+// mark for the first interval that has it, whichever side of this end's
+// own omit boundary it fell; nothing before the mark counts. So the
+// measured intervals add up to the measured total.
+func (s *stream) countFrom(moved int64) int64 {
+	if s.fromMark {
+		return s.lastMoved
+	}
+	m := s.omitMark.Load()
+	if m < 0 {
+		return moved
+	}
+	s.fromMark = true
+	return m
+}
+
+// measuredBytes are the stream's bytes after the omitted period.
+func (run *testRun) measuredBytes(s *stream) int64 {
+	if !run.omitMarks {
+		return s.movedBytes() - s.baseline
+	}
+	m := s.omitMark.Load()
+	if m < 0 {
+		return 0
+	}
+	return s.movedBytes() - m
 }
 
 // sampleTCP reads TCP_INFO for an interval's end; nil where unavailable.
@@ -700,7 +779,7 @@ func (run *testRun) results() []streamResult {
 		res := streamResult{
 			ID:        s.id,
 			Sender:    s.sending,
-			Bytes:     s.movedBytes() - s.baseline,
+			Bytes:     run.measuredBytes(s),
 			Seconds:   max(end, 0).Seconds(),
 			End:       max(end, 0).Seconds(),
 			Intervals: s.intervals,
@@ -729,18 +808,27 @@ func (run *testRun) latestIntervals() []streamResult {
 }
 
 // connections are the streams' socket addresses, and the socket facts
-// iperf3 reports, read from the first stream.
+// iperf3 reports (socketFacts).
 func (run *testRun) connections() ([]connInfo, socketInfo) {
 	var conns []connInfo
 	for _, s := range run.streams {
 		local, remote := s.addrs()
 		conns = append(conns, connInfo{id: s.id, local: local, remote: remote})
 	}
-	var sock socketInfo
-	if len(run.streams) > 0 && run.streams[0].conn != nil {
-		sock = socketFacts(run.streams[0].conn.NetConn())
-	}
-	return conns, sock
+	return conns, run.socketFacts()
+}
+
+// socketFacts are the first stream's MSS and buffer sizes, read once at
+// setup, before any data moves, as iperf3 reads them: the kernel grows
+// the buffers as data flows, so a later read says more about the run
+// than about the setup.
+func (run *testRun) socketFacts() socketInfo {
+	run.sockOnce.Do(func() {
+		if len(run.streams) > 0 && run.streams[0].conn != nil {
+			run.sock = socketFacts(run.streams[0].conn.NetConn())
+		}
+	})
+	return run.sock
 }
 
 // cpuSince is this process's CPU use since the run started, as a share of

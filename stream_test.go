@@ -88,3 +88,67 @@ func TestPoolIsNotCompressible(t *testing.T) {
 		}
 	}
 }
+
+// TestOmitReceiverNeverExceedsSender runs -O tests in every direction
+// and checks what the sender's in-band mark promises: no stream's
+// receiver counts more than its sender (before the mark, bytes still in
+// flight at the sender's omit boundary could land after the receiver's),
+// nor does any sum; and each side's measured intervals add up to its
+// totals.
+func TestOmitReceiverNeverExceedsSender(t *testing.T) {
+	srv := startE2EServer(t)
+	for _, tc := range []struct {
+		name  string
+		extra []string
+	}{
+		{"upload", nil},
+		{"reverse", []string{"-R"}},
+		{"bidir", []string{"--bidir"}},
+		{"parallel", []string{"-P", "2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"-t", "1", "-O", "0.5", "-i", "0.25", "-J", "--no-latency"}, tc.extra...)
+			doc := e2eDecode(t, srv.mustRun(t, args...).stdout)
+			for i, s := range e2eList(t, doc, "end.streams") {
+				snd, rcv := e2eInt(t, s, "sender.bytes"), e2eInt(t, s, "receiver.bytes")
+				if snd == 0 || rcv > snd {
+					t.Errorf("stream %d: sender %d bytes, receiver %d: want 0 < receiver ≤ sender", i, snd, rcv)
+				}
+			}
+			for _, sum := range []string{"", "_bidir_reverse"} {
+				if _, ok := e2eGet(doc, "end.sum_sent"+sum); !ok {
+					continue
+				}
+				snd, rcv := e2eInt(t, doc, "end.sum_sent"+sum+".bytes"), e2eInt(t, doc, "end.sum_received"+sum+".bytes")
+				if rcv > snd {
+					t.Errorf("sum%s: sender %d bytes, receiver %d: want receiver ≤ sender", sum, snd, rcv)
+				}
+			}
+			omitIntervalsAddUp(t, doc)
+		})
+	}
+}
+
+// omitIntervalsAddUp checks that each local stream's measured (not
+// omitted) intervals add up to its end total.
+func omitIntervalsAddUp(t *testing.T, doc map[string]any) {
+	t.Helper()
+	sums := map[int64]int64{}
+	for _, iv := range e2eList(t, doc, "intervals") {
+		for _, s := range e2eList(t, iv, "streams") {
+			if !e2eBool(t, s, "omitted") {
+				sums[e2eInt(t, s, "socket")] += e2eInt(t, s, "bytes")
+			}
+		}
+	}
+	for _, s := range e2eList(t, doc, "end.streams") {
+		side := "receiver"
+		if e2eBool(t, s, "sender.sender") {
+			side = "sender"
+		}
+		id, total := e2eInt(t, s, side+".socket"), e2eInt(t, s, side+".bytes")
+		if sums[id] != total {
+			t.Errorf("stream %d: measured intervals add up to %d bytes, its %s total is %d", id, sums[id], side, total)
+		}
+	}
+}

@@ -203,3 +203,14 @@ func cString[T int8 | uint8](f []T) string {
 	}
 	return string(b)
 }
+
+// bufferSizes reads SO_SNDBUF and SO_RCVBUF where iperf3 reads them:
+// after the socket options, before connect, while they still say what
+// the options and the system's defaults give.
+func bufferSizes(rc syscall.RawConn) (snd, rcv int) {
+	rc.Control(func(fd uintptr) {
+		snd, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF)
+		rcv, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
+	})
+	return snd, rcv
+}

@@ -72,7 +72,7 @@ func (s *e2eServer) wss() string { return "wss://" + net.JoinHostPort(s.host, s.
 // certificate, and checks what the reports say about TLS.
 func TestTLSEndToEnd(t *testing.T) {
 	t.Parallel()
-	srv, fp := startE2ETLSServer(t, "--tls")
+	srv, fp := startE2ETLSServer(t, "--tls", "-J") // -J: server_output_json
 	for _, tc := range []struct {
 		name string
 		args []string
