@@ -297,8 +297,8 @@ func TestWebAllowOriginFlag(t *testing.T) {
 // A request without it gets none.
 func TestWebProgress(t *testing.T) {
 	t.Parallel()
-	srv := startE2EServer(t)
 	for _, progress := range []bool{true, false} {
+		srv := startE2EServer(t)
 		req := testRequest{Type: msgTest, Version: protocolVersion, Cookie: "webprogress" + strings.Repeat("x", 16), Direction: dirUpload,
 			Protocol: "tcp", Time: 1, Length: 64 << 10, Parallel: 2, Interval: 0.2, Progress: progress}
 		accept, intervals, results := webRawUpload(t, srv.port, req)
@@ -354,9 +354,12 @@ func webRawUpload(t *testing.T, port string, req testRequest) (acceptMsg, []inte
 	if err := sendJSON(rt.ctrl, req); err != nil {
 		t.Fatal(err)
 	}
-	var accept acceptMsg
+	var accept struct {
+		acceptMsg
+		Error string `json:"error"`
+	}
 	if kind := read(&accept); kind != msgAccept {
-		t.Fatalf("got %q, want accept", kind)
+		t.Fatalf("got %q (%s), want accept", kind, accept.Error)
 	}
 	for i := range req.Parallel {
 		c := dial()
@@ -388,7 +391,7 @@ func webRawUpload(t *testing.T, port string, req testRequest) (acceptMsg, []inte
 		case msgResults:
 			var res resultsMsg
 			json.Unmarshal(raw, &res)
-			return accept, intervals, res
+			return accept.acceptMsg, intervals, res
 		default:
 			t.Fatalf("unexpected %s", raw)
 		}
