@@ -205,7 +205,7 @@ func (t *serverTest) run() {
 // and builds the run.
 func (t *serverTest) prepare() (*testRun, error) {
 	s, req := t.srv, &t.sess.req
-	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay, notSentLowat: req.NotSentLowat}
+	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay, notSentLowat: req.NotSentLowat, marks: socketMarks{tos: req.TOS}}
 	run := t.engine
 	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
 	if run.udp && run.rate == 0 {
@@ -218,6 +218,10 @@ func (t *serverTest) prepare() (*testRun, error) {
 		return run, nil
 	}
 	for _, js := range t.streams {
+		opts := opts
+		if js.hello.Direction == streamDown && !run.udp && (req.Rate > 0 || req.FQRate > 0) {
+			opts.pacingRate = kernelPacingFor(req.Rate, req.FQRate)
+		}
 		if err := opts.applyAccepted(js.conn.NetConn()); err != nil {
 			return nil, err
 		}

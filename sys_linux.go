@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +21,8 @@ import (
 const (
 	tcpCongestion   = 13
 	tcpNotSentLowat = 25
+	tcpUserTimeout  = 18
+	soMaxPacingRate = 47
 )
 
 // preConnect applies the options that only work before the handshake:
@@ -36,6 +40,15 @@ func (o sockOpts) preConnect(_, _ string, rc syscall.RawConn) error {
 }
 
 func (o sockOpts) setFD(fd int, beforeConnect bool) error {
+	if err := o.marks.setFD(fd, beforeConnect); err != nil {
+		return err
+	}
+	if o.pacingRate > 0 {
+		bps := int(uint32(min(o.pacingRate, kernelPacingCeiling)))
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, soMaxPacingRate, bps); err != nil {
+			return fmt.Errorf("set SO_MAX_PACING_RATE: %w", err)
+		}
+	}
 	if o.window > 0 {
 		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, o.window); err != nil {
 			return fmt.Errorf("set send buffer: %w", err)
@@ -57,6 +70,93 @@ func (o sockOpts) setFD(fd int, beforeConnect bool) error {
 	if o.notSentLowat > 0 {
 		if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, tcpNotSentLowat, o.notSentLowat); err != nil {
 			return fmt.Errorf("set TCP_NOTSENT_LOWAT: %w", err)
+		}
+	}
+	return nil
+}
+
+// control sets the marks on a socket before it connects, as a net.Dialer's
+// Control function.
+func (m socketMarks) control(_, _ string, rc syscall.RawConn) error {
+	var opErr error
+	if err := rc.Control(func(fd uintptr) { opErr = m.setFD(int(fd), true) }); err != nil {
+		return err
+	}
+	return opErr
+}
+
+// afterDial has nothing left to do on Linux: control set every mark.
+func (socketMarks) afterDial(net.Conn) error { return nil }
+
+// setFD sets the marks. The TOS byte goes in IP_TOS, or for an IPv6
+// socket in its traffic class (RFC 8200 section 7), and in IP_TOS too
+// for the IPv4 peers a dual-stack socket may reach.
+func (m socketMarks) setFD(fd int, beforeConnect bool) error {
+	if m.bindDev != "" && beforeConnect {
+		if err := syscall.BindToDevice(fd, m.bindDev); err != nil {
+			return fmt.Errorf("bind to interface %s: %w", m.bindDev, err)
+		}
+	}
+	if m.reuseAddr && beforeConnect {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+			return fmt.Errorf("set SO_REUSEADDR: %w", err)
+		}
+	}
+	if m.tos > 0 {
+		if err := setTOSByte(fd, m.tos); err != nil {
+			return err
+		}
+	}
+	if m.userTimeout > 0 {
+		if typ, _ := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE); typ == syscall.SOCK_STREAM {
+			if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, tcpUserTimeout, m.userTimeout); err != nil {
+				return fmt.Errorf("set TCP_USER_TIMEOUT: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func setTOSByte(fd, tos int) error {
+	domain, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_DOMAIN)
+	if err != nil {
+		return fmt.Errorf("read the socket's family: %w", err)
+	}
+	v4err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IP, syscall.IP_TOS, tos)
+	if domain != syscall.AF_INET6 {
+		if v4err != nil {
+			return fmt.Errorf("set IP_TOS: %w", v4err)
+		}
+		return nil
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_TCLASS, tos); err != nil {
+		return fmt.Errorf("set IPV6_TCLASS: %w", err)
+	}
+	return nil
+}
+
+// pinAffinity runs every thread of the process on cpu (-A); -1 leaves
+// them be. sched_setaffinity(2) moves one thread, so each of /proc's
+// tasks is moved; threads started later inherit the mask of the
+// thread that starts them.
+func pinAffinity(cpu int) error {
+	if cpu < 0 {
+		return nil
+	}
+	var mask [maxCPU / 64]uint64
+	mask[cpu/64] = 1 << (cpu % 64)
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, uintptr(tid), unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)))
+		if errno != 0 && errno != syscall.ESRCH {
+			return fmt.Errorf("sched_setaffinity: %w", errno)
 		}
 	}
 	return nil
