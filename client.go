@@ -202,7 +202,7 @@ func (c *config) socketMarks() socketMarks {
 // sockOpts are a stream's options; a sending stream of a paced test also
 // gets the kernel's pacing cap.
 func (t *clientTest) sockOpts(sending bool) sockOpts {
-	o := sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.req.NoDelay, notSentLowat: t.cfg.notSentLowat}
+	o := sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.req.NoDelay, notSentLowat: t.cfg.notSentLowat, flowLabel: t.cfg.flowLabel}
 	if sending && !t.req.udp() && (t.req.Rate > 0 || t.req.FQRate > 0) {
 		o.pacingRate = kernelPacingFor(t.req.Rate, t.req.FQRate)
 	}

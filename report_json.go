@@ -16,6 +16,7 @@ type jsonDoc struct {
 	ServerOutputJSON json.RawMessage `json:"server_output_json,omitempty"`
 	ServerOutputText string          `json:"server_output_text,omitempty"`
 	Title            string          `json:"title,omitempty"`
+	ExtraData        string          `json:"extra_data,omitempty"` // --extra-data, on both ends
 	Error            string          `json:"error,omitempty"`
 }
 
@@ -535,6 +536,9 @@ func (v *testView) document() jsonDoc {
 	}
 	doc.ServerOutputJSON = v.serverJSON
 	doc.ServerOutputText = v.serverText
+	if v.req != nil {
+		doc.ExtraData = v.req.ExtraData
+	}
 	return doc
 }
 

@@ -5,6 +5,7 @@ package main
 // from being "busy" for everyone, and the server's side of each test.
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -510,7 +511,7 @@ func (s *server) logTest(v *testView, runErr error) {
 	bytes, secs := v.localTotals()
 	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
-		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
+		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), cmp.Or(s.cfg.format, 'a'))+"/sec")
 	line += v.logUDP() + v.logLatency()
 	if runErr != nil {
 		line += " error: " + runErr.Error()

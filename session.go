@@ -208,6 +208,10 @@ func (t *serverTest) prepare() (*testRun, error) {
 	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay, notSentLowat: req.NotSentLowat, marks: socketMarks{tos: req.TOS}}
 	run := t.engine
 	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
+	if s.cfg.set["interval"] {
+		// The server's own -i paces its own report, as iperf3's does.
+		run.interval = seconds2dur(s.cfg.interval)
+	}
 	if run.udp && run.rate == 0 {
 		// An unpaced test's server sends no faster than its UDP cap.
 		run.rate = s.cfg.maxUDPRate / float64(req.streamCount())
@@ -349,6 +353,7 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 		url:      "",
 	}
 	v.peerHost, v.peerPort = splitPeer(t.sess.peer)
+	v.unit = t.srv.cfg.format
 	v.localCong = t.engine.congestion
 	v.conns, v.sockInfo = t.engine.connections()
 	v.transport, v.transportReason = t.udp.transport, t.udp.reason

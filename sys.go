@@ -20,6 +20,9 @@ type sockOpts struct {
 	// (SO_MAX_PACING_RATE), in bytes/s; 0 sets none.
 	pacingRate float64
 	marks      socketMarks
+	// flowLabel is the IPv6 flow label a stream connects with (-L,
+	// Linux); 0 none.
+	flowLabel int
 }
 
 // socketMarks are the options a client puts on every socket of a test,

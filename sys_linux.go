@@ -6,8 +6,10 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -28,10 +30,13 @@ const (
 // preConnect applies the options that only work before the handshake:
 // buffer sizes (they fix the window scale), the MSS and the congestion
 // algorithm. It runs as a net.Dialer's Control function.
-func (o sockOpts) preConnect(_, _ string, rc syscall.RawConn) error {
+func (o sockOpts) preConnect(network, address string, rc syscall.RawConn) error {
 	var opErr error
 	err := rc.Control(func(fd uintptr) {
 		opErr = o.setFD(int(fd), true)
+		if opErr == nil && o.flowLabel > 0 {
+			opErr = connectWithFlowLabel(int(fd), network, address, o.flowLabel)
+		}
 	})
 	if err != nil {
 		return err
@@ -302,4 +307,74 @@ func cString[T int8 | uint8](f []T) string {
 		b = append(b, byte(c))
 	}
 	return string(b)
+}
+
+// The flow label manager's ABI (include/uapi/linux/in6.h).
+const (
+	ipv6FlowLabelMgr = 32
+	ipv6FlowInfoSend = 33
+	ipv6FLAGet       = 0
+	ipv6FLFCreate    = 1
+	ipv6FLSAny       = 255
+)
+
+// errFlowLabelV4 is -L on a connection that turned out to be IPv4.
+var errFlowLabelV4 = errors.New("-L/--flowlabel needs an IPv6 connection (try -6)")
+
+// connectWithFlowLabel starts the connection itself, so that its
+// destination carries the label: Linux takes a TCP socket's flow label
+// from connect's sin6_flowinfo once the label is leased to the socket
+// (IPV6_FLOWLABEL_MGR) and IPV6_FLOWINFO_SEND is on (RFC 6437 labels;
+// ipv6(7)). Go's connect, which follows, finds the connection under way
+// and waits for it as for its own.
+func connectWithFlowLabel(fd int, network, address string, label int) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || network == "tcp4" || ap.Addr().Unmap().Is4() {
+		return errFlowLabelV4
+	}
+	var req [32]byte // struct in6_flowlabel_req
+	dst := ap.Addr().As16()
+	copy(req[0:16], dst[:])
+	binary.BigEndian.PutUint32(req[16:20], uint32(label))
+	req[20] = ipv6FLAGet
+	req[21] = ipv6FLSAny
+	binary.NativeEndian.PutUint16(req[22:24], ipv6FLFCreate)
+	if err := syscall.SetsockoptString(fd, syscall.IPPROTO_IPV6, ipv6FlowLabelMgr, string(req[:])); err != nil {
+		return fmt.Errorf("lease IPv6 flow label %d: %w", label, err)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, ipv6FlowInfoSend, 1); err != nil {
+		return fmt.Errorf("set IPV6_FLOWINFO_SEND: %w", err)
+	}
+	sa := syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Scope_id: zoneIndex(ap.Addr().Zone())}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+	binary.BigEndian.PutUint32((*[4]byte)(unsafe.Pointer(&sa.Flowinfo))[:], uint32(label))
+	sa.Addr = dst
+	switch errno := rawConnect(uintptr(fd), unsafe.Pointer(&sa), unsafe.Sizeof(sa)); errno {
+	case 0, syscall.EINPROGRESS, syscall.EINTR:
+		return nil
+	default:
+		return errno
+	}
+}
+
+// zoneIndex is the interface index of an IPv6 zone, 0 for none.
+func zoneIndex(zone string) uint32 {
+	if zone == "" {
+		return 0
+	}
+	if ifi, err := net.InterfaceByName(zone); err == nil {
+		return uint32(ifi.Index)
+	}
+	n, _ := strconv.Atoi(zone)
+	return uint32(n)
+}
+
+// flowLabelOf reads the flow label the kernel sends a connected IPv6
+// socket's packets with.
+func flowLabelOf(nc net.Conn) int {
+	var req [32]byte
+	if getsockopt(nc, syscall.IPPROTO_IPV6, ipv6FlowLabelMgr, req[:]) < 20 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint32(req[16:20]) & 0xfffff)
 }

@@ -472,7 +472,12 @@ type udpClientConn struct {
 // dialUDPStream opens a stream's socket to server ("host:port") and
 // runs the hello handshake.
 func dialUDPStream(ctx context.Context, server string, secret udpSecret, id uint32) (*udpClientConn, error) {
-	var d net.Dialer
+	return dialUDPStreamVia(ctx, &net.Dialer{}, server, secret, id)
+}
+
+// dialUDPStreamVia is dialUDPStream with the client's dialer: its socket
+// marks (-S, --bind-dev) and local address (-B, --cport).
+func dialUDPStreamVia(ctx context.Context, d *net.Dialer, server string, secret udpSecret, id uint32) (*udpClientConn, error) {
 	nc, err := d.DialContext(ctx, "udp", server)
 	if err != nil {
 		return nil, err
