@@ -125,23 +125,32 @@ func requestFrom(cfg *config) testRequest {
 // controlDialOptions are the options of a connection to the server that
 // carries control messages: the subprotocol, the token, -B and -4/-6.
 func controlDialOptions(cfg *config, control sockControl) dialOptions {
-	return dialOptionsFrom(cfg, control, 0)
+	return dialOptionsFrom(cfg, control, cfg.localAddr(0))
 }
 
-// dialOptionsFrom is controlDialOptions with a local port (--cport);
-// every connection gets the test's socket marks (-S, --bind-dev,
-// --snd-timeout) before it connects.
-func dialOptionsFrom(cfg *config, control sockControl, localPort int) dialOptions {
+// localAddr is where -B and a port (--cport) bind a connection; nil
+// leaves the choice to the kernel.
+func (c *config) localAddr(port int) *net.TCPAddr {
+	if c.bind == "" && port == 0 {
+		return nil
+	}
+	return &net.TCPAddr{IP: net.ParseIP(c.bind), Port: port}
+}
+
+// dialOptionsFrom is controlDialOptions with the local address to bind
+// (nil: none, or the control function binds); every connection gets the
+// test's socket marks (-S, --bind-dev, --snd-timeout) before it connects.
+func dialOptionsFrom(cfg *config, control sockControl, local *net.TCPAddr) dialOptions {
 	marks := cfg.socketMarks()
-	marks.reuseAddr = localPort > 0
+	marks.reuseAddr = local != nil && local.Port > 0
 	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
 		if err := marks.control(network, address, rc); err != nil || control == nil {
 			return err
 		}
 		return control(network, address, rc)
 	}}
-	if cfg.bind != "" || localPort > 0 {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.bind), Port: localPort}
+	if local != nil {
+		d.LocalAddr = local
 	}
 	network := "tcp"
 	if cfg.family != 0 {
@@ -220,7 +229,12 @@ func (t *clientTest) dial(ctx context.Context, stream int, sending bool) (*wsCon
 	if t.cfg.cport > 0 {
 		port = t.cfg.cport + stream - 1
 	}
-	opt := dialOptionsFrom(t.cfg, t.sockOpts(sending).preConnect, port)
+	so, local := t.sockOpts(sending), t.cfg.localAddr(port)
+	if so.flowLabel > 0 {
+		// The stream connects in its control function, which binds it first.
+		so.local, local = local, nil
+	}
+	opt := dialOptionsFrom(t.cfg, so.preConnect, local)
 	opt.readBuffer = streamReadBuffer(t.req.Length, t.req.streamCount())
 	opt.maxMessage = streamMaxMessage(t.req.Length)
 	return dialServer(ctx, t.cfg, t.url, opt)

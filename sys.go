@@ -21,8 +21,10 @@ type sockOpts struct {
 	pacingRate float64
 	marks      socketMarks
 	// flowLabel is the IPv6 flow label a stream connects with (-L,
-	// Linux); 0 none.
+	// Linux); 0 none. Such a stream connects in preConnect, which then
+	// binds it to local first, if set.
 	flowLabel int
+	local     *net.TCPAddr
 }
 
 // socketMarks are the options a client puts on every socket of a test,

@@ -35,7 +35,7 @@ func (o sockOpts) preConnect(network, address string, rc syscall.RawConn) error 
 	err := rc.Control(func(fd uintptr) {
 		opErr = o.setFD(int(fd), true)
 		if opErr == nil && o.flowLabel > 0 {
-			opErr = connectWithFlowLabel(int(fd), network, address, o.flowLabel)
+			opErr = connectWithFlowLabel(int(fd), network, address, o.flowLabel, o.local)
 		}
 	})
 	if err != nil {
@@ -327,10 +327,17 @@ var errFlowLabelV4 = errors.New("-L/--flowlabel needs an IPv6 connection (try -6
 // (IPV6_FLOWLABEL_MGR) and IPV6_FLOWINFO_SEND is on (RFC 6437 labels;
 // ipv6(7)). Go's connect, which follows, finds the connection under way
 // and waits for it as for its own.
-func connectWithFlowLabel(fd int, network, address string, label int) error {
+func connectWithFlowLabel(fd int, network, address string, label int, local *net.TCPAddr) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil || network == "tcp4" || ap.Addr().Unmap().Is4() {
 		return errFlowLabelV4
+	}
+	if local != nil {
+		sa := &syscall.SockaddrInet6{Port: local.Port}
+		copy(sa.Addr[:], local.IP.To16())
+		if err := syscall.Bind(fd, sa); err != nil {
+			return fmt.Errorf("bind %v: %w", local, err)
+		}
 	}
 	var req [32]byte // struct in6_flowlabel_req
 	dst := ap.Addr().As16()
@@ -367,14 +374,4 @@ func zoneIndex(zone string) uint32 {
 	}
 	n, _ := strconv.Atoi(zone)
 	return uint32(n)
-}
-
-// flowLabelOf reads the flow label the kernel sends a connected IPv6
-// socket's packets with.
-func flowLabelOf(nc net.Conn) int {
-	var req [32]byte
-	if getsockopt(nc, syscall.IPPROTO_IPV6, ipv6FlowLabelMgr, req[:]) < 20 {
-		return 0
-	}
-	return int(binary.BigEndian.Uint32(req[16:20]) & 0xfffff)
 }
