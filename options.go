@@ -59,7 +59,7 @@ var options = []option{
 		c.token = v
 		return nil
 	}},
-	{0, "token-file", "FILE", inServer | inClient, "read the shared secret from FILE's first line (used when --token is not given; WPERF_TOKEN in the environment comes last)", func(c *config, v string) error { c.tokenFile = v; return nil }},
+	{0, "token-file", "FILE", inServer | inClient, "read the shared secret from FILE, less a trailing newline: it stays out of ps (--token wins over it, it over WPERF_TOKEN in the environment)", func(c *config, v string) error { c.tokenFile = v; return nil }},
 	{'I', "pidfile", "FILE", inServer | inClient, "write the process ID to FILE at start, remove it at exit", func(c *config, v string) error { c.pidfile = v; return nil }},
 	{'A', "affinity", "N[,M]", inServer | inClient, "run on CPU N only (Linux); a client's M, iperf3's server CPU, is not applied", setAffinity},
 	{0, "timestamps", "[=FORMAT]", inServer | inClient, "start every line with the time, in strftime FORMAT (default \"%c \", as iperf3)", func(c *config, v string) error {

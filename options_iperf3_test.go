@@ -391,3 +391,109 @@ func TestTimestampsPrefixEveryLine(t *testing.T) {
 		t.Fatal("-J --timestamps: the document lost its start")
 	}
 }
+
+// TestExtraDataInJSON: --extra-data is the top-level extra_data of the
+// client's document and of the server's, as iperf3 3.12 writes it (the
+// installed iperf3 is asked too).
+func TestExtraDataInJSON(t *testing.T) {
+	srv := startE2EServer(t, "-J")
+	r := srv.mustRun(t, "-t", "0.3", "--no-latency", "-J", "--get-server-output", "--extra-data", "rack 7")
+	doc := e2eDecode(t, r.stdout)
+	if doc["extra_data"] != "rack 7" {
+		t.Errorf("client document: extra_data %v, want \"rack 7\"", doc["extra_data"])
+	}
+	if server, _ := doc["server_output_json"].(map[string]any); server == nil || server["extra_data"] != "rack 7" {
+		t.Errorf("server_output_json: extra_data missing: %v", server)
+	}
+	e2eWaitFor(t, 5*time.Second, "the server's log document", func() bool { return strings.Contains(srv.out.String(), `"extra_data":"rack 7"`) })
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return
+	}
+	port := closedLoopbackPort(t)
+	server := exec.Command("iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer server.Wait()
+	defer server.Process.Kill()
+	var out []byte
+	e2eWaitFor(t, 10*time.Second, "iperf3's client", func() bool {
+		out, _ = exec.Command("iperf3", "-c", "127.0.0.1", "-p", port, "-t", "1", "-J", "--extra-data", "rack 7").Output()
+		return strings.Contains(string(out), `"end"`)
+	})
+	if ref := e2eDecode(t, string(out)); ref["extra_data"] != "rack 7" {
+		t.Errorf("iperf3's document has no top-level extra_data, so the key path is wrong: %v", ref["extra_data"])
+	}
+}
+
+// TestCportBindsEachStream: --cport with -P gives the streams consecutive
+// local ports, as the client's own report shows them.
+func TestCportBindsEachStream(t *testing.T) {
+	srv := startE2EServer(t)
+	base := closedLoopbackPort(t) // free now; the next one is checked below
+	cport, _ := strconv.Atoi(base)
+	if ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(cport+1)); err != nil {
+		t.Skipf("port %d is taken", cport+1)
+	} else {
+		ln.Close()
+	}
+	doc := e2eDecode(t, srv.mustRun(t, "-t", "0.3", "--no-latency", "-J", "-P", "2", "--cport", base).stdout)
+	var ports []int
+	for _, c := range e2eList(t, doc, "start.connected") {
+		ports = append(ports, int(e2eInt(t, c, "local_port")))
+	}
+	if len(ports) != 2 || ports[0] != cport || ports[1] != cport+1 {
+		t.Fatalf("streams' local ports %v, want [%d %d]", ports, cport, cport+1)
+	}
+}
+
+// TestServerIntervalAndFormat: a server's own -i sets the intervals of
+// the report it sends (--get-server-output), and its -f the units of
+// that report and of its log line.
+func TestServerIntervalAndFormat(t *testing.T) {
+	srv := startE2EServer(t, "-i", "0.2", "-f", "k")
+	r := srv.mustRun(t, "-t", "1", "-i", "1", "--no-latency", "--get-server-output")
+	_, text, found := strings.Cut(r.stdout, "Server output:")
+	if !found {
+		t.Fatalf("no server output:\n%s", r.stdout)
+	}
+	intervals := regexp.MustCompile(`(?m)^\[\s*1\]\s+\d+\.\d+-\d+\.\d+\s+sec\s.*Kbits/sec`).FindAllString(text, -1)
+	if len(intervals) < 5 {
+		t.Errorf("server output has %d interval lines in Kbits/sec, want 5 of 0.2 s and the total:\n%s", len(intervals), text)
+	}
+	e2eWaitFor(t, 5*time.Second, "the server's log line", func() bool { return strings.Contains(srv.out.String(), "Kbits/sec") })
+}
+
+// TestBindWithDevice: -B ADDR%DEV is -B ADDR and --bind-dev DEV, as in
+// iperf3; a server binds to addresses only.
+func TestBindWithDevice(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseArgs([]string{"-c", noServer, "-B", "127.0.0.1%lo"})
+	if err != nil || cfg.bind != "127.0.0.1" || cfg.bindDev != "lo" {
+		t.Fatalf("-B 127.0.0.1%%lo: got %v, bind %q, dev %q", err, cfgBind(cfg), cfgDev(cfg))
+	}
+	for _, args := range [][]string{
+		{"-c", noServer, "-B", "127.0.0.1%"},
+		{"-c", noServer, "-B", "127.0.0.1%lo", "--bind-dev", "eth0"},
+		{"-c", noServer, "--bind-dev", "a-name-too-long-for-linux"},
+		{"-s", "-B", "127.0.0.1%lo"},
+	} {
+		if code, _, stderr := runArgs(t, args...); code != exitUsage || !strings.Contains(stderr, "-B") && !strings.Contains(stderr, "--bind") {
+			t.Errorf("%q: want exit 2 naming the option, got %d: %s", args, code, stderr)
+		}
+	}
+}
+
+func cfgBind(c *config) string {
+	if c == nil {
+		return ""
+	}
+	return c.bind
+}
+
+func cfgDev(c *config) string {
+	if c == nil {
+		return ""
+	}
+	return c.bindDev
+}

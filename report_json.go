@@ -13,10 +13,10 @@ type jsonDoc struct {
 	Start            jsonStart       `json:"start"`
 	Intervals        []jsonInterval  `json:"intervals"`
 	End              *jsonEnd        `json:"end"`
+	ExtraData        string          `json:"extra_data,omitempty"` // --extra-data, on both ends, where iperf3 puts it
 	ServerOutputJSON json.RawMessage `json:"server_output_json,omitempty"`
 	ServerOutputText string          `json:"server_output_text,omitempty"`
 	Title            string          `json:"title,omitempty"`
-	ExtraData        string          `json:"extra_data,omitempty"` // --extra-data, on both ends
 	Error            string          `json:"error,omitempty"`
 }
 
