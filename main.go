@@ -457,8 +457,6 @@ func (c *config) checkIperf3Habits() error {
 		return errors.New("--rcv-timeout and --idle-timeout set the same timeout: give one")
 	case c.mode == modeClient && c.set["rcv-timeout"] && !c.reverse && !c.bidir:
 		return errors.New("--rcv-timeout on a client needs -R or --bidir: it bounds the wait for data this end receives")
-	case c.bindDev != "" && c.mode == modeServer:
-		return errors.New("-B ADDR%DEV: a server binds to an address, not to an interface")
 	case !linux && (c.bindDev != "" || c.fqRate > 0 || c.flowLabel > 0 || c.sndTimeout > 0):
 		return errors.New("--bind-dev, --fq-rate, -L/--flowlabel and --snd-timeout are only supported on Linux")
 	case c.flowLabel > 0 && c.family == 4:

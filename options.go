@@ -51,7 +51,7 @@ var options = []option{
 	}},
 	{'p', "port", "N", inServer | inClient, "server port (default 8765)", intOpt(func(c *config) *int { return &c.port }, 1, 65535)},
 	{'B', "bind", "ADDR[%DEV]", inServer | inClient, "bind to this local address; %DEV also binds to interface DEV, as --bind-dev", setBind},
-	{0, "bind-dev", "DEV", inClient, "bind every socket of the test to network interface DEV (SO_BINDTODEVICE, Linux)", setBindDev},
+	{0, "bind-dev", "DEV", inServer | inClient, "bind every socket of the test (a server: its TCP listener) to network interface DEV (SO_BINDTODEVICE, Linux)", setBindDev},
 	{0, "token", "SECRET", inServer | inClient, "shared secret, sent as an Authorization: Bearer header (it shows in ps: prefer --token-file or WPERF_TOKEN)", func(c *config, v string) error {
 		if v == "" {
 			return errors.New("--token must not be empty")

@@ -65,7 +65,10 @@ func runServer(ctx context.Context, cfg *config, stdout io.Writer) error {
 	if cfg.family != 0 {
 		network += strconv.Itoa(cfg.family)
 	}
-	ln, err := net.Listen(network, net.JoinHostPort(cfg.bind, strconv.Itoa(cfg.port)))
+	// --bind-dev binds the listener to its interface; accepted sockets
+	// inherit it.
+	lc := net.ListenConfig{Control: cfg.socketMarks().control}
+	ln, err := lc.Listen(ctx, network, net.JoinHostPort(cfg.bind, strconv.Itoa(cfg.port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -303,5 +304,38 @@ func TestAffinityAndPIDFile(t *testing.T) {
 	}
 	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
 		t.Fatalf("pid file still there after exit: %v", err)
+	}
+}
+
+// TestServerBindDev: a server's --bind-dev binds its listener to the
+// interface, as ss(8) reads it back from the kernel (ADDR%DEV:PORT).
+func TestServerBindDev(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SO_BINDTODEVICE needs root (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ss"); err != nil {
+		t.Skip("ss(8) is not installed (iproute2)")
+	}
+	port := closedLoopbackPort(t)
+	cfg, err := parseArgs([]string{"-s", "-B", "127.0.0.1%lo", "-p", port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runServer(ctx, cfg, io.Discard) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	}()
+	var out []byte
+	e2eWaitFor(t, 5*time.Second, "the listener", func() bool {
+		out, _ = exec.Command("ss", "-Htln", "( sport = :"+port+" )").Output()
+		return len(out) > 0
+	})
+	if !strings.Contains(string(out), "127.0.0.1%lo:"+port) {
+		t.Fatalf("ss shows %q; want the listener bound to lo (127.0.0.1%%lo:%s)", out, port)
 	}
 }
