@@ -223,6 +223,32 @@ func TestConnectTimeoutUnits(t *testing.T) {
 	}
 }
 
+// TestRcvTimeoutSetsTheIdleWait: --rcv-timeout is milliseconds, the wait
+// for received data on a client (with -R or --bidir) and a server.
+func TestRcvTimeoutSetsTheIdleWait(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args []string
+		secs float64 // 0: refused
+	}{
+		{[]string{"-c", noServer, "-R", "--rcv-timeout", "2500"}, 2.5},
+		{[]string{"-c", noServer, "--bidir", "--rcv-timeout", "5s"}, 5},
+		{[]string{"-s", "--rcv-timeout", "60000"}, 60},
+		{[]string{"-c", noServer, "--rcv-timeout", "2500"}, 0},
+		{[]string{"-c", noServer, "-R", "--rcv-timeout", "99"}, 0},
+		{[]string{"-s", "--rcv-timeout", "5000", "--idle-timeout", "5"}, 0},
+	}
+	for _, tc := range cases {
+		cfg, err := parseArgs(tc.args)
+		switch {
+		case tc.secs == 0 && err == nil:
+			t.Errorf("%q: accepted, want a usage error", tc.args)
+		case tc.secs != 0 && (err != nil || cfg.idleTimeout != tc.secs):
+			t.Errorf("%q: got %v; want an idle wait of %g s", tc.args, err, tc.secs)
+		}
+	}
+}
+
 func cfgSeconds(c *config) float64 {
 	if c == nil {
 		return 0
