@@ -133,8 +133,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer remove()
 	}
-	if err := pinAffinity(cfg.affinity); err != nil {
+	switch err := pinAffinity(cfg.affinity); {
+	case errors.Is(err, errNoAffinity):
 		fmt.Fprintf(stderr, "wperf: warning: -A %d: %v\n", cfg.affinity, err)
+	case err != nil:
+		fmt.Fprintf(stderr, "wperf: -A %d: %v\n", cfg.affinity, err)
+		return exitRuntime
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

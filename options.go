@@ -392,7 +392,7 @@ Bandwidth and route tests over WebSocket.
 			fmt.Fprintf(w, "  %-34s %s\n", name, o.help)
 		}
 	}
-	fmt.Fprint(w, "\niperf3 options that wperf refuses, each with its reason:\n ")
+	fmt.Fprint(w, "\niperf3 options that wperf refuses (the error line says why):\n ")
 	for _, r := range refusedOptions {
 		if r.short != 0 {
 			fmt.Fprintf(w, " -%c/", r.short)

@@ -4,7 +4,10 @@ package main
 // sys_other.go add what only some have (TCP_INFO, congestion control,
 // CPU accounting).
 
-import "net"
+import (
+	"errors"
+	"net"
+)
 
 // sockOpts are the TCP options a client asks for on every stream; the
 // server applies the same ones to its end, as iperf3 does.
@@ -37,6 +40,9 @@ type socketMarks struct {
 	userTimeout int    // TCP_USER_TIMEOUT in ms, Linux; 0: the system's
 	reuseAddr   bool   // --cport: a port may be bound again while in TIME_WAIT
 }
+
+// errNoAffinity says -A does nothing on this OS: one warning, no failure.
+var errNoAffinity = errors.New("CPU affinity is only set on Linux; it has no effect here")
 
 // maxCPU is the number of CPUs -A can name: the kernel's default
 // cpu_set_t holds 1024 (CPU_SETSIZE).

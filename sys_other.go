@@ -48,8 +48,6 @@ func (m socketMarks) afterDial(nc net.Conn) error {
 	return ipv4.NewConn(nc).SetTOS(m.tos)
 }
 
-var errNoAffinity = errors.New("CPU affinity is only set on Linux; it has no effect here")
-
 func pinAffinity(cpu int) error {
 	if cpu < 0 {
 		return nil
