@@ -522,3 +522,28 @@ func cfgDev(c *config) string {
 	}
 	return c.bindDev
 }
+
+// TestAffinityValues: -A takes a CPU number, and iperf3's N,M with a
+// warning that the server's CPU is not set.
+func TestAffinityValues(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		value string
+		cpu   int // -1: refused
+		warns bool
+	}{
+		{"0", 0, false}, {"3", 3, false}, {"1,0", 1, true},
+		{"-1", -1, false}, {"1024", -1, false}, {"x", -1, false}, {"1,", -1, false}, {"1,x", -1, false},
+	}
+	for _, tc := range cases {
+		cfg, err := parseArgs([]string{"-c", noServer, "-A", tc.value})
+		switch {
+		case tc.cpu < 0 && err == nil:
+			t.Errorf("-A %s: accepted, want a usage error", tc.value)
+		case tc.cpu >= 0 && (err != nil || cfg.affinity != tc.cpu):
+			t.Errorf("-A %s: got %v; want CPU %d", tc.value, err, tc.cpu)
+		case tc.cpu >= 0 && (len(cfg.warnings) > 0) != tc.warns:
+			t.Errorf("-A %s: warnings %q, want a warning: %v", tc.value, cfg.warnings, tc.warns)
+		}
+	}
+}

@@ -339,3 +339,25 @@ func TestServerBindDev(t *testing.T) {
 		t.Fatalf("ss shows %q; want the listener bound to lo (127.0.0.1%%lo:%s)", out, port)
 	}
 }
+
+// TestUDPStreamSocketMarks: a real-UDP stream's socket gets -S and
+// --cport like a TCP stream's (the dialer udp_session.go uses).
+func TestUDPStreamSocketMarks(t *testing.T) {
+	port := closedLoopbackPortOf(t, "tcp4")
+	cfg, err := parseArgs([]string{"-c", noServer, "-S", "0x28", "--cport", strconv.Itoa(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := &clientTest{cfg: cfg}
+	nc, err := ct.udpDialer(2).Dial("udp4", "127.0.0.1:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if got := sockInt(t, nc, syscall.IPPROTO_IP, syscall.IP_TOS); got != 0x28 {
+		t.Errorf("IP_TOS: got %#x, want 0x28", got)
+	}
+	if got := nc.LocalAddr().(*net.UDPAddr).Port; got != port+1 {
+		t.Errorf("stream 2's local port: got %d, want %d", got, port+1)
+	}
+}
