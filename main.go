@@ -63,8 +63,11 @@
 //	zerocopy.go      the zero-copy switches; zerocopy_linux.go: splice
 //	                 receive and splice send (-Z); zerocopy_other.go
 //	sys.go           socket options every OS has; sys_linux.go and
-//	                 sys_other.go: TCP_INFO, congestion, CPU accounting;
-//	                 sys_getsockopt_linux*.go: getsockopt per architecture
+//	                 sys_other.go: TCP_INFO, congestion, CPU accounting,
+//	                 the marks of every socket (TOS, interface, user
+//	                 timeout), the pacing cap, the flow label, affinity;
+//	                 sys_getsockopt_linux*.go: getsockopt and connect per
+//	                 architecture
 package main
 
 import (

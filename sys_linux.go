@@ -2,7 +2,8 @@ package main
 
 // sys_linux.go holds the socket options and kernel counters that only
 // Linux offers through the standard syscall package: TCP_INFO, the
-// congestion algorithm, MSS, and the process's CPU time.
+// congestion algorithm, MSS, the process's CPU time, and iperf3's
+// socket marks, pacing cap, IPv6 flow label and CPU affinity.
 
 import (
 	"encoding/binary"
