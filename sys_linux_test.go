@@ -361,3 +361,38 @@ func TestUDPStreamSocketMarks(t *testing.T) {
 		t.Errorf("stream 2's local port: got %d, want %d", got, port+1)
 	}
 }
+
+// TestTCPBitratePerStreamLikeIperf3 runs the same -b -P invocation
+// through iperf3 3.12 and wperf on loopback: in both, every stream keeps
+// to -b (so the sum is P times it).
+func TestTCPBitratePerStreamLikeIperf3(t *testing.T) {
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Skip("iperf3 is not installed (.ci/run installs it)")
+	}
+	args := []string{"-t", "2", "-J", "-P", "2", "-b", "20M"}
+	port := closedLoopbackPort(t)
+	server := exec.Command("iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer server.Wait()
+	defer server.Process.Kill()
+	var ref []byte
+	e2eWaitFor(t, 10*time.Second, "iperf3's client", func() bool {
+		ref, _ = exec.Command("iperf3", append([]string{"-c", "127.0.0.1", "-p", port}, args...)...).Output()
+		return strings.Contains(string(ref), `"end"`)
+	})
+	srv := startE2EServer(t)
+	mine := srv.mustRun(t, append(args, "--no-latency")...).stdout
+	for name, out := range map[string]string{"iperf3": string(ref), "wperf": mine} {
+		streams := e2eList(t, e2eDecode(t, out), "end.streams")
+		if len(streams) != 2 {
+			t.Fatalf("%s: %d streams, want 2", name, len(streams))
+		}
+		for i, s := range streams {
+			if got := e2eFloat(t, s, "receiver.bits_per_second"); got < 18e6 || got > 22e6 {
+				t.Errorf("%s stream %d: %.1f Mbit/s, want 20 ±10 %%", name, i+1, got/1e6)
+			}
+		}
+	}
+}
