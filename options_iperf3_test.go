@@ -420,11 +420,17 @@ func TestTimestampsPrefixEveryLine(t *testing.T) {
 
 // TestExtraDataInJSON: --extra-data is the top-level extra_data of the
 // client's document and of the server's, as iperf3 3.12 writes it (the
-// installed iperf3 is asked too).
+// installed iperf3 is asked too); -S is start.test_start.tos on both.
 func TestExtraDataInJSON(t *testing.T) {
 	srv := startE2EServer(t, "-J")
-	r := srv.mustRun(t, "-t", "0.3", "--no-latency", "-J", "--get-server-output", "--extra-data", "rack 7")
+	r := srv.mustRun(t, "-t", "0.3", "--no-latency", "-J", "--get-server-output", "--extra-data", "rack 7", "-S", "0x20")
 	doc := e2eDecode(t, r.stdout)
+	if got := e2eInt(t, doc, "start.test_start.tos"); got != 0x20 {
+		t.Errorf("client's start.test_start.tos %d, want 32", got)
+	}
+	if got := e2eInt(t, doc["server_output_json"], "start.test_start.tos"); got != 0x20 {
+		t.Errorf("server's start.test_start.tos %d, want 32", got)
+	}
 	if doc["extra_data"] != "rack 7" {
 		t.Errorf("client document: extra_data %v, want \"rack 7\"", doc["extra_data"])
 	}

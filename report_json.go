@@ -217,6 +217,7 @@ func (v *testView) startJSON() jsonStart {
 			Blocks:     req.Blocks,
 			Reverse:    b2i(req.Direction == dirDownload),
 			Bidir:      b2i(req.Direction == dirBidir),
+			Tos:        req.TOS,
 		},
 		TestParameters: req,
 		WPerf: jsonWPerfStart{
@@ -230,10 +231,10 @@ func (v *testView) startJSON() jsonStart {
 			reachFacts:      v.reach,
 		},
 	}
-	if req.udp() {
-		d.TargetBitrate = int(req.Rate)
-		d.TestStart.TargetBitrate = d.TargetBitrate
-	}
+	// -b on a TCP test is a target too, as iperf3 reports it; a TCP
+	// test without -b asks for none (0).
+	d.TargetBitrate = int(req.Rate)
+	d.TestStart.TargetBitrate = d.TargetBitrate
 	peer := &jsonHostPort{Host: v.peerHost, Port: v.peerPort}
 	if v.isServer {
 		d.AcceptedConnection = peer

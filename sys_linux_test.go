@@ -256,6 +256,9 @@ func TestTCPBitrate(t *testing.T) {
 			if len(streams) != tc.streams {
 				t.Fatalf("%d streams in end.streams, want %d", len(streams), tc.streams)
 			}
+			if got := e2eFloat(t, doc, "start.target_bitrate"); got != tc.perRate {
+				t.Errorf("start.target_bitrate %g, want -b's %g, as iperf3 reports it", got, tc.perRate)
+			}
 			for i, s := range streams {
 				got := e2eFloat(t, s, "receiver.bits_per_second")
 				if ratio := got / tc.perRate; ratio < 0.9 || ratio > 1.1 {
