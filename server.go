@@ -356,7 +356,7 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 // and port. Without it the server still runs, and UDP tests fall back to
 // WebSocket.
 func (s *server) listenUDP(tcp net.Addr) *udpListener {
-	l, err := listenUDP(tcp.String())
+	l, err := listenUDPWith(tcp.String(), s.cfg.socketMarks().control)
 	if err != nil {
 		s.out.printf("no real UDP (%v): UDP tests will run over WebSocket", err)
 		return nil

@@ -310,8 +310,9 @@ func TestAffinityAndPIDFile(t *testing.T) {
 	}
 }
 
-// TestServerBindDev: a server's --bind-dev binds its listener to the
-// interface, as ss(8) reads it back from the kernel (ADDR%DEV:PORT).
+// TestServerBindDev: a server's --bind-dev binds its TCP listener and its
+// UDP socket to the interface, as ss(8) reads them back from the kernel
+// (ADDR%DEV:PORT).
 func TestServerBindDev(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SO_BINDTODEVICE needs root (CI runs as root)")
@@ -333,13 +334,15 @@ func TestServerBindDev(t *testing.T) {
 			t.Errorf("server: %v", err)
 		}
 	}()
-	var out []byte
-	e2eWaitFor(t, 5*time.Second, "the listener", func() bool {
-		out, _ = exec.Command("ss", "-Htln", "( sport = :"+port+" )").Output()
-		return len(out) > 0
-	})
-	if !strings.Contains(string(out), "127.0.0.1%lo:"+port) {
-		t.Fatalf("ss shows %q; want the listener bound to lo (127.0.0.1%%lo:%s)", out, port)
+	for _, proto := range []string{"-Htln", "-Huln"} {
+		var out []byte
+		e2eWaitFor(t, 5*time.Second, "the socket", func() bool {
+			out, _ = exec.Command("ss", proto, "( sport = :"+port+" )").Output()
+			return len(out) > 0
+		})
+		if !strings.Contains(string(out), "127.0.0.1%lo:"+port) {
+			t.Errorf("ss %s shows %q; want the socket bound to lo (127.0.0.1%%lo:%s)", proto, out, port)
+		}
 	}
 }
 

@@ -176,15 +176,16 @@ type udpSession struct {
 
 // listenUDP opens the shared socket, e.g. on ":5201" (both IPv4 and IPv6
 // where the system allows), and starts its reader.
-func listenUDP(addr string) (*udpListener, error) {
-	ua, err := net.ResolveUDPAddr("udp", addr)
+func listenUDP(addr string) (*udpListener, error) { return listenUDPWith(addr, nil) }
+
+// listenUDPWith is listenUDP with a control function for the socket
+// (the server's --bind-dev).
+func listenUDPWith(addr string, control sockControl) (*udpListener, error) {
+	pc, err := (&net.ListenConfig{Control: control}).ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := net.ListenUDP("udp", ua)
-	if err != nil {
-		return nil, err
-	}
+	conn := pc.(*net.UDPConn)
 	conn.SetReadBuffer(udpSocketBuffer)
 	conn.SetWriteBuffer(udpSocketBuffer)
 	reader, err := newUDPReadBatch(conn, udpReadDepth, 64<<10)
