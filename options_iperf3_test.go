@@ -100,6 +100,13 @@ func TestIperf3CommandLinesSideBySide(t *testing.T) {
 				}
 			}
 			args := append([]string{"-c", "127.0.0.1", "-p", port, "--no-latency", "--connect-timeout", "2s"}, tc.args...)
+			if tc.args[0] == "-A" {
+				// Run in this process, -A would pin every later test to one CPU.
+				if _, err := parseArgs(args); (err == nil) != tc.accept {
+					t.Fatalf("wperf %q: parse error %v, want accepted %v", tc.args, err, tc.accept)
+				}
+				return
+			}
 			code, _, stderr := runArgs(t, args...)
 			switch {
 			case tc.accept && code != exitRuntime:
