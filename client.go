@@ -109,8 +109,9 @@ func requestFrom(cfg *config) testRequest {
 	}
 	req.NotSentLowat = cfg.notSentLowat
 	req.OmitMark = cfg.omit > 0 && !cfg.udp
+	req.Rate, req.FQRate, req.TOS, req.ExtraData = cfg.rate, cfg.fqRate, max(cfg.tos, 0), cfg.extraData
 	if cfg.udp {
-		req.Protocol, req.Rate, req.UDPTransport = "udp", cfg.rate, cfg.udpTransport
+		req.Protocol, req.UDPTransport = "udp", cfg.udpTransport
 	}
 	switch {
 	case cfg.reverse:
@@ -130,9 +131,32 @@ func requestFrom(cfg *config) testRequest {
 // controlDialOptions are the options of a connection to the server that
 // carries control messages: the subprotocol, the token, -B and -4/-6.
 func controlDialOptions(cfg *config, control sockControl) dialOptions {
-	d := net.Dialer{Control: control}
-	if cfg.bind != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.bind)}
+	return dialOptionsFrom(cfg, control, cfg.localAddr(0))
+}
+
+// localAddr is where -B and a port (--cport) bind a connection; nil
+// leaves the choice to the kernel.
+func (c *config) localAddr(port int) *net.TCPAddr {
+	if c.bind == "" && port == 0 {
+		return nil
+	}
+	return &net.TCPAddr{IP: net.ParseIP(c.bind), Port: port}
+}
+
+// dialOptionsFrom is controlDialOptions with the local address to bind
+// (nil: none, or the control function binds); every connection gets the
+// test's socket marks (-S, --bind-dev, --snd-timeout) before it connects.
+func dialOptionsFrom(cfg *config, control sockControl, local *net.TCPAddr) dialOptions {
+	marks := cfg.socketMarks()
+	marks.reuseAddr = local != nil && local.Port > 0
+	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+		if err := marks.control(network, address, rc); err != nil || control == nil {
+			return err
+		}
+		return control(network, address, rc)
+	}}
+	if local != nil {
+		d.LocalAddr = local
 	}
 	network := "tcp"
 	if cfg.family != 0 {
@@ -143,7 +167,14 @@ func controlDialOptions(cfg *config, control sockControl) dialOptions {
 		header:       http.Header{},
 		connOptions:  connOptions{maxMessage: maxReportMessage},
 		dial: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
+			nc, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				if err = marks.afterDial(nc); err != nil {
+					nc.Close()
+					return nil, err
+				}
+			}
+			return nc, err
 		},
 	}
 	if cfg.token != "" {
@@ -184,27 +215,47 @@ func dialServer(ctx context.Context, cfg *config, u *url.URL, opt dialOptions) (
 	return nil, fmt.Errorf("unable to connect to server %s: %w", u.Host, err)
 }
 
-func (t *clientTest) sockOpts() sockOpts {
-	return sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.req.NoDelay, notSentLowat: t.cfg.notSentLowat}
+// socketMarks are the options every socket of the client's test gets.
+func (c *config) socketMarks() socketMarks {
+	return socketMarks{tos: max(c.tos, 0), bindDev: c.bindDev, userTimeout: c.sndTimeout}
 }
 
-// streamControl sets a stream socket's options before its connect, and
-// notes the buffer sizes they gave.
-func (t *clientTest) streamControl(network, address string, rc syscall.RawConn) error {
-	if err := t.sockOpts().preConnect(network, address, rc); err != nil {
-		return err
+// sockOpts are a stream's options; a sending stream of a paced test also
+// gets the kernel's pacing cap.
+func (t *clientTest) sockOpts(sending bool) sockOpts {
+	o := sockOpts{window: t.cfg.window, mss: t.cfg.mss, congestion: t.cfg.congestion, noDelay: t.req.NoDelay, notSentLowat: t.cfg.notSentLowat, flowLabel: t.cfg.flowLabel}
+	if sending && !t.req.udp() && (t.req.Rate > 0 || t.req.FQRate > 0) {
+		o.pacingRate = kernelPacingFor(t.req.Rate, t.req.FQRate)
 	}
-	t.buffersOnce.Do(func() { t.sndbuf, t.rcvbuf = bufferSizes(rc) })
-	return nil
+	return o
 }
 
-// dial opens the control connection, or with isStream a stream, which
-// also gets the socket options and a read buffer sized for the test.
-func (t *clientTest) dial(ctx context.Context, isStream bool) (*wsConn, error) {
-	if !isStream {
+// dial opens the control connection, or with a stream number (from 1) a
+// stream, which also gets the socket options, a read buffer sized for the
+// test and, with --cport, its own local port.
+func (t *clientTest) dial(ctx context.Context, stream int, sending bool) (*wsConn, error) {
+	if stream == 0 {
 		return dialServer(ctx, t.cfg, t.url, controlDialOptions(t.cfg, nil))
 	}
-	opt := controlDialOptions(t.cfg, t.streamControl)
+	port := 0
+	if t.cfg.cport > 0 {
+		port = t.cfg.cport + stream - 1
+	}
+	so, local := t.sockOpts(sending), t.cfg.localAddr(port)
+	if so.flowLabel > 0 {
+		// The stream connects in its control function, which binds it first.
+		so.local, local = local, nil
+	}
+	control := func(network, address string, rc syscall.RawConn) error {
+		if err := so.preConnect(network, address, rc); err != nil {
+			return err
+		}
+		// iperf3 reads the buffer sizes here: after the options, before
+		// connect, while they still say what the options gave.
+		t.buffersOnce.Do(func() { t.sndbuf, t.rcvbuf = bufferSizes(rc) })
+		return nil
+	}
+	opt := dialOptionsFrom(t.cfg, control, local)
 	opt.readBuffer = streamReadBuffer(t.req.Length, t.req.streamCount())
 	opt.maxMessage = streamMaxMessage(t.req.Length)
 	return dialServer(ctx, t.cfg, t.url, opt)
@@ -249,7 +300,7 @@ func (t *clientTest) run(ctx context.Context) error {
 // the start. Ctrl-C cuts any of these steps short.
 func (t *clientTest) setUp(ctx context.Context) ([]*stream, error) {
 	var err error
-	if t.ctrl, err = t.dial(ctx, false); err != nil {
+	if t.ctrl, err = t.dial(ctx, 0, false); err != nil {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, t.ctrl.Abort)
@@ -315,7 +366,7 @@ func (t *clientTest) openStreams(ctx context.Context) ([]*stream, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := t.dial(ctx, true)
+			c, err := t.dial(ctx, i+1, sending)
 			if err != nil {
 				errs[i] = err
 				return
@@ -324,7 +375,7 @@ func (t *clientTest) openStreams(ctx context.Context) ([]*stream, error) {
 			if t.req.udp() {
 				streams[i].dgram = newDatagramStream(!sending)
 			}
-			if err := t.sockOpts().applyPortable(c.NetConn()); err != nil {
+			if err := t.sockOpts(sending).applyPortable(c.NetConn()); err != nil {
 				errs[i] = fmt.Errorf("socket options: %w", err)
 				return
 			}

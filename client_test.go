@@ -315,7 +315,7 @@ func TestCtrlCWhileConnecting(t *testing.T) {
 	}()
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	var out, errOut e2eBuffer
-	cmd := exec.Command(wperfBinary(t), "-c", "127.0.0.1", "-p", port, "--connect-timeout", "30")
+	cmd := exec.Command(wperfBinary(t), "-c", "127.0.0.1", "-p", port, "--connect-timeout", "30s")
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -117,7 +117,7 @@ func (rl *reachLab) wperfJSON(t *testing.T, env []string, args ...string) reachD
 
 func (rl *reachLab) tryJSON(env []string, args ...string) (reachDoc, string, error) {
 	cmd := append([]string{"env"}, env...)
-	cmd = append(append(cmd, wperfBinary(rl.t), "-J", "--get-server-output", "--connect-timeout", "5"), args...)
+	cmd = append(append(cmd, wperfBinary(rl.t), "-J", "--get-server-output", "--connect-timeout", "5s"), args...)
 	out, err := rl.try(rl.client, cmd...)
 	var doc reachDoc
 	if jerr := json.Unmarshal([]byte(out), &doc); jerr != nil && err == nil {
@@ -551,7 +551,7 @@ func TestLabFirewall443(t *testing.T) {
 	})
 	t.Run("ws on 8765 is blocked", func(t *testing.T) {
 		rl := rl.sub(t)
-		out, err := rl.try(rl.client, wperfBinary(t), "-c", rlServer, "-t", "1", "--connect-timeout", "1")
+		out, err := rl.try(rl.client, wperfBinary(t), "-c", rlServer, "-t", "1", "--connect-timeout", "1s")
 		if err == nil || !strings.Contains(out, "unable to connect") {
 			t.Errorf("want no connection through the firewall, got %v:\n%s", err, out)
 		}

@@ -6,7 +6,9 @@
 //
 //	main.go          the config, the checks across options, mode
 //	                 dispatch, exit codes
-//	options.go       the option table, the parser, --help
+//	options.go       the option table, the parser, --help;
+//	                 options_iperf3.go: iperf3's value syntaxes and the
+//	                 iperf3 options wperf refuses, with why
 //	proto.go         the wperf.v1 messages, their bounds (one name per
 //	                 limit) and the control channel: send, refuse, read
 //	                 one message, and the watch that follows a whole test
@@ -64,8 +66,11 @@
 //	zerocopy.go      the zero-copy switches; zerocopy_linux.go: splice
 //	                 receive and splice send (-Z); zerocopy_other.go
 //	sys.go           socket options every OS has; sys_linux.go and
-//	                 sys_other.go: TCP_INFO, congestion, CPU accounting;
-//	                 sys_getsockopt_linux*.go: getsockopt per architecture
+//	                 sys_other.go: TCP_INFO, congestion, CPU accounting,
+//	                 the marks of every socket (TOS, interface, user
+//	                 timeout), the pacing cap, the flow label, affinity;
+//	                 sys_getsockopt_linux*.go: getsockopt and connect per
+//	                 architecture
 package main
 
 import (
@@ -77,9 +82,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode"
 )
 
 // version is the program's release; the wire protocol has its own
@@ -124,6 +131,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	warnInsecure(cfg, stderr)
+	if cfg.pidfile != "" {
+		remove, err := writePIDFile(cfg.pidfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "wperf: %v\n", err)
+			return exitRuntime
+		}
+		defer remove()
+	}
+	switch err := pinAffinity(cfg.affinity); {
+	case errors.Is(err, errNoAffinity):
+		fmt.Fprintf(stderr, "wperf: warning: -A %d: %v\n", cfg.affinity, err)
+	case err != nil:
+		fmt.Fprintf(stderr, "wperf: -A %d: %v\n", cfg.affinity, err)
+		return exitRuntime
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -176,6 +198,11 @@ type config struct {
 	family    int // 0 any, 4 or 6
 	dnsServer string
 	noGeo     bool
+	tokenFile string // --token-file; read by check
+	pidfile   string
+	affinity  int // -A: the CPU to run on; -1 any
+	// timestamps is --timestamps' strftime format; "" prints none.
+	timestamps string
 
 	// server
 	oneOff            bool
@@ -224,6 +251,13 @@ type config struct {
 	sim             []string // the original's --sim-* options given; they do nothing
 	noLatency       bool
 	notSentLowat    int     // bytes; 0: the kernel's default
+	fqRate          float64 // --fq-rate: the kernel's pacing cap, bits/s; 0 none
+	tos             int     // -S or --dscp: the TOS byte; -1 the system's
+	flowLabel       int     // -L: the IPv6 flow label; 0 none
+	cport           int     // --cport: the first stream's local port; 0 any
+	sndTimeout      int     // --snd-timeout: TCP_USER_TIMEOUT in ms; 0 the system's
+	bindDev         string  // --bind-dev or -B ADDR%DEV
+	extraData       string  // --extra-data, for both ends' JSON
 	latencyInterval float64 // seconds between latency probes of a kind
 	ping            bool    // --ping: round trips only, no bandwidth test
 	pingCount       int
@@ -271,6 +305,8 @@ func defaultConfig() *config {
 		trMaxHops:         30,
 		trTimeout:         1,
 		trQueries:         3,
+		affinity:          -1,
+		tos:               -1,
 	}
 }
 
@@ -320,6 +356,9 @@ func (c *config) check() error {
 	if err := c.checkReach(); err != nil {
 		return err
 	}
+	if err := c.checkIperf3Habits(); err != nil {
+		return err
+	}
 	if c.mode == modeClient {
 		return c.checkClient()
 	}
@@ -344,8 +383,8 @@ func (c *config) checkClient() error {
 		return errors.New("-c needs a host")
 	case c.reverse && c.bidir:
 		return errors.New("-R and --bidir exclude each other")
-	case c.bytes > 0 && c.blocks > 0:
-		return errors.New("-n and -k exclude each other")
+	case c.set["time"] && (c.bytes > 0 || c.blocks > 0), c.bytes > 0 && c.blocks > 0:
+		return errors.New("give one test end: -t (a time), -n (bytes) or -k (messages), not two")
 	case c.json && c.jsonStream:
 		return errors.New("-J and --json-stream exclude each other")
 	case c.interval > 0 && c.interval < minInterval:
@@ -367,10 +406,13 @@ func (c *config) checkClient() error {
 // checkUDP keeps UDP's options to UDP tests and gives -l its UDP meaning.
 func (c *config) checkUDP() error {
 	if !c.udp {
-		for _, name := range []string{"bitrate", "bandwidth", "udp-transport", "udp-counters-64bit"} {
+		for _, name := range []string{"udp-transport", "udp-counters-64bit"} {
 			if c.set[name] {
-				return fmt.Errorf("--%s needs -u (TCP tests are not paced)", name)
+				return fmt.Errorf("--%s needs -u", name)
 			}
+		}
+		if !c.set["bitrate"] && !c.set["bandwidth"] {
+			c.rate = 0 // a TCP test is unpaced unless -b says otherwise, as in iperf3
 		}
 		return nil
 	}
@@ -412,6 +454,74 @@ func (c *config) checkReverseTrace() error {
 		}
 	}
 	return nil
+}
+
+// checkIperf3Habits resolves the token's sources and checks the options
+// iperf3's users bring along (options_iperf3.go) against each other and
+// against what this OS can do.
+func (c *config) checkIperf3Habits() error {
+	if err := c.resolveToken(); err != nil {
+		return err
+	}
+	linux := runtime.GOOS == "linux"
+	switch {
+	case c.set["rcv-timeout"] && c.set["idle-timeout"]:
+		return errors.New("--rcv-timeout and --idle-timeout set the same timeout: give one")
+	case c.mode == modeClient && c.set["rcv-timeout"] && !c.reverse && !c.bidir:
+		return errors.New("--rcv-timeout on a client needs -R or --bidir: it bounds the wait for data this end receives")
+	case !linux && (c.bindDev != "" || c.fqRate > 0 || c.flowLabel > 0 || c.sndTimeout > 0):
+		return errors.New("--bind-dev, --fq-rate, -L/--flowlabel and --snd-timeout are only supported on Linux")
+	case c.flowLabel > 0 && c.family == 4:
+		return errors.New("-L/--flowlabel is IPv6's: it does not go with -4")
+	case c.cport > 0 && c.cport+c.streamCount()-1 > 65535:
+		return fmt.Errorf("--cport %d: the test's %d streams need ports up to %d", c.cport, c.streamCount(), c.cport+c.streamCount()-1)
+	case c.mode == modeServer && c.interval > 0 && c.interval < minInterval:
+		return fmt.Errorf("-i must be 0 (off) or at least %g", minInterval)
+	}
+	return nil
+}
+
+// streamCount is how many stream connections a client's test opens.
+func (c *config) streamCount() int {
+	if c.bidir {
+		return 2 * c.parallel
+	}
+	return c.parallel
+}
+
+// resolveToken takes the shared secret from --token, else --token-file,
+// else WPERF_TOKEN. The two last keep it out of ps; the command line
+// wins because it is the most explicit.
+func (c *config) resolveToken() error {
+	switch {
+	case c.set["token"] || (c.mode != modeServer && c.mode != modeClient):
+		return nil
+	case c.tokenFile != "":
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		token := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		switch {
+		case token == "":
+			return fmt.Errorf("--token-file %s is empty", c.tokenFile)
+		case strings.ContainsFunc(token, unicode.IsControl):
+			return fmt.Errorf("--token-file %s: want the token on one line, without control characters", c.tokenFile)
+		}
+		c.token = token
+	default:
+		c.token = os.Getenv("WPERF_TOKEN")
+	}
+	return nil
+}
+
+// writePIDFile writes this process's ID to path (-I, as iperf3) and
+// returns what removes it at exit.
+func writePIDFile(path string) (remove func(), err error) {
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("--pidfile: %w", err)
+	}
+	return func() { os.Remove(path) }, nil
 }
 
 // checkDNSServer accepts HOST or HOST:PORT, as --dns takes them.

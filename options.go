@@ -50,14 +50,23 @@ var options = []option{
 		return c.setMode(modeTrace)
 	}},
 	{'p', "port", "N", inServer | inClient, "server port (default 8765)", intOpt(func(c *config) *int { return &c.port }, 1, 65535)},
-	{'B', "bind", "ADDR", inServer | inClient, "bind to this local address", func(c *config, v string) error { c.bind = v; return nil }},
-	{0, "token", "SECRET", inServer | inClient, "shared secret, sent as an Authorization: Bearer header", func(c *config, v string) error {
+	{'B', "bind", "ADDR[%DEV]", inServer | inClient, "bind to this local address; %DEV also binds to interface DEV, as --bind-dev", setBind},
+	{0, "bind-dev", "DEV", inServer | inClient, "bind every socket of the test (a server: its TCP listener) to network interface DEV (SO_BINDTODEVICE, Linux)", setBindDev},
+	{0, "token", "SECRET", inServer | inClient, "shared secret, sent as an Authorization: Bearer header (it shows in ps: prefer --token-file or WPERF_TOKEN)", func(c *config, v string) error {
 		if v == "" {
 			return errors.New("--token must not be empty")
 		}
 		c.token = v
 		return nil
 	}},
+	{0, "token-file", "FILE", inServer | inClient, "read the shared secret from FILE, less a trailing newline: it stays out of ps (--token wins over it, it over WPERF_TOKEN in the environment)", func(c *config, v string) error { c.tokenFile = v; return nil }},
+	{'I', "pidfile", "FILE", inServer | inClient, "write the process ID to FILE at start, remove it at exit", func(c *config, v string) error { c.pidfile = v; return nil }},
+	{'A', "affinity", "N[,M]", inServer | inClient, "run on CPU N only (Linux); a client's M, iperf3's server CPU, is not applied", setAffinity},
+	{0, "timestamps", "[=FORMAT]", inServer | inClient, "start every line with the time, in strftime FORMAT (default \"%c \", as iperf3)", func(c *config, v string) error {
+		c.timestamps = cmp.Or(v, defaultTimestampFormat)
+		return nil
+	}},
+	{0, "rcv-timeout", "MS", inServer | inClient, "end a test that receives nothing for MS milliseconds (also 5s, 500ms; default 30s)", millisOpt(func(c *config) *float64 { return &c.idleTimeout }, 0.1, 86400)},
 	{'4', "version4", "", inAll, "use IPv4 only", func(c *config, _ string) error { return c.setFamily(4) }},
 	{'6', "version6", "", inAll, "use IPv6 only", func(c *config, _ string) error { return c.setFamily(6) }},
 	{'J', "json", "", inAll, "print results as one JSON document", switchOpt(func(c *config) *bool { return &c.json })},
@@ -67,6 +76,7 @@ var options = []option{
 
 	// server
 	{'1', "one-off", "", inServer, "serve one test, then exit", switchOpt(func(c *config) *bool { return &c.oneOff })},
+	{'D', "daemon", "", inServer, "refused: a Go program cannot fork itself; see README's Deploying (systemd, or nohup wperf -s &)", func(*config, string) error { return errDaemon }},
 	{0, "idle-timeout", "SEC", inServer, "drop a client silent for this long (default 30)", secondsOpt(func(c *config) *float64 { return &c.idleTimeout }, 0.1, 86400)},
 	{0, "max-clients", "N", inServer, "tests and reverse traceroutes served at once (default 16)", intOpt(func(c *config) *int { return &c.maxClients }, 1, 100000)},
 	{0, "max-clients-per-ip", "N", inServer, "tests at once from one client address (default 4)", intOpt(func(c *config) *int { return &c.maxClientsPerIP }, 1, 100000)},
@@ -106,12 +116,12 @@ var options = []option{
 	{'t', "time", "SEC", inClient, "test length in seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.duration }, 0.1, 365*86400)},
 	{'n', "bytes", "N[KMG]", inClient, "bytes to send per direction, instead of -t", sizeOpt(func(c *config) *int64 { return &c.bytes }, 1)},
 	{'k', "blockcount", "N[KMG]", inClient, "messages to send per direction, instead of -t or -n", sizeOpt(func(c *config) *int64 { return &c.blocks }, 1)},
-	{'i', "interval", "SEC", inClient, "seconds between reports (default 1; 0: one report for the whole test); with --ping between probes", secondsOpt(func(c *config) *float64 { return &c.interval }, 0, 86400)},
+	{'i', "interval", "SEC", inServer | inClient, "seconds between reports (default 1; 0: one report for the whole test); with --ping between probes; a server's own, for --get-server-output", secondsOpt(func(c *config) *float64 { return &c.interval }, 0, 86400)},
 	{'R', "reverse", "", inClient, "the server sends, the client receives", switchOpt(func(c *config) *bool { return &c.reverse })},
 	{0, "bidir", "", inClient, "send and receive at the same time", switchOpt(func(c *config) *bool { return &c.bidir })},
 	{'P', "parallel", "N", inClient, "parallel streams, 1-128 (default 1)", intOpt(func(c *config) *int { return &c.parallel }, 1, maxParallel)},
 	{'u', "udp", "", inClient, "a UDP test: paced datagrams, with jitter and loss", switchOpt(func(c *config) *bool { return &c.udp })},
-	{'b', "bitrate", "RATE", inClient, "UDP target per stream, bits/s: K, M, G suffixes are ×1000; a bare number is Mbit/s (-b 10 = 10M); 0 unpaced (default 1M)", rateOpt(func(c *config) *float64 { return &c.rate }, true)},
+	{'b', "bitrate", "RATE", inClient, "target per stream, bits/s: K, M, G suffixes are ×1000; a bare number is Mbit/s (-b 10 = 10M); 0 unpaced (UDP default 1M; TCP default unpaced)", rateOpt(func(c *config) *float64 { return &c.rate }, true)},
 	{0, "bandwidth", "RATE", inClient, "the same as --bitrate", rateOpt(func(c *config) *float64 { return &c.rate }, true)},
 	{0, "udp-transport", "auto|udp|ws", inClient, "UDP over real UDP, over WebSocket, or UDP when the path allows (default auto)", func(c *config, v string) error {
 		switch v {
@@ -163,11 +173,17 @@ var options = []option{
 		c.notSentLowat = int(n)
 		return nil
 	}},
+	{0, "fq-rate", "RATE", inClient, "the kernel's pacing cap per sending socket, bits/s as -b (SO_MAX_PACING_RATE, Linux; both ends)", rateOpt(func(c *config) *float64 { return &c.fqRate }, false)},
+	{'S', "tos", "N", inClient, "IP type of service (IPv6 traffic class) of every socket, 0-255; 0x and 0 prefixes for hex and octal", setTOS},
+	{0, "dscp", "N|NAME", inClient, "the DSCP part of -S: 0-63 or a name such as EF, AF41, CS1", setDSCP},
+	{'L', "flowlabel", "N", inClient, "IPv6 flow label of the test's streams, 1-1048575 (Linux)", intOpt(func(c *config) *int { return &c.flowLabel }, 1, 1<<20-1)},
+	{0, "cport", "PORT", inClient, "bind the streams to local ports PORT, PORT+1, ... (one per stream)", intOpt(func(c *config) *int { return &c.cport }, 1, 65535)},
+	{0, "snd-timeout", "MS", inClient, "fail a connection whose sent data stays unacknowledged for MS milliseconds (TCP_USER_TIMEOUT, Linux)", intOpt(func(c *config) *int { return &c.sndTimeout }, 0, maxSndTimeout)},
 	{'Z', "zerocopy", "", inClient, "senders, the server's too (-R, --bidir), splice payload instead of copying it (Linux)", func(*config, string) error { return nil }},
 	{0, "no-zerocopy", "", inServer | inClient, "receive messages of 128K and more by reading, not with splice (Linux)", func(*config, string) error { noZeroCopy.Store(true); return nil }},
 
 	// client: output
-	{'f', "format", "[kmgtKMGT]", inClient, "units: bits (kmgt) or bytes (KMGT); adaptive by default", func(c *config, v string) error {
+	{'f', "format", "[kmgtKMGT]", inServer | inClient, "units: bits (kmgt) or bytes (KMGT); adaptive by default; a server's for its log lines", func(c *config, v string) error {
 		if len(v) != 1 || strings.IndexByte("kmgtKMGT", v[0]) < 0 {
 			return fmt.Errorf("bad --format %q: want one of k m g t K M G T", v)
 		}
@@ -177,9 +193,16 @@ var options = []option{
 	{0, "json-stream", "", inClient, "print one JSON object per line as the test runs", switchOpt(func(c *config) *bool { return &c.jsonStream })},
 	{'T', "title", "STR", inClient, "prefix every output line with STR", func(c *config, v string) error { c.title = v; return nil }},
 	{0, "get-server-output", "", inClient, "include the server's results", switchOpt(func(c *config) *bool { return &c.getServerOutput })},
+	{0, "extra-data", "STR", inClient, "a string for both ends' JSON output (extra_data)", func(c *config, v string) error {
+		if len(v) > maxExtraData {
+			return fmt.Errorf("bad --extra-data: at most %d bytes", maxExtraData)
+		}
+		c.extraData = v
+		return nil
+	}},
 
 	// client: connection
-	{0, "connect-timeout", "SEC", inClient, "give up connecting after SEC seconds (default 10)", secondsOpt(func(c *config) *float64 { return &c.connectTimeout }, 0.001, 3600)},
+	{0, "connect-timeout", "MS", inClient, "give up connecting after MS milliseconds, as iperf3; also 5s, 500ms (default 10s)", millisOpt(func(c *config) *float64 { return &c.connectTimeout }, 0.001, 3600)},
 	{0, "reverse-traceroute", "", inClient, "run no test: have the server trace the route back to this client (--tr-* options apply)", switchOpt(func(c *config) *bool { return &c.reverseTrace })},
 	{0, "legacy", "", inClient, "speak the original Python wperf's protocol, to an old server (also tried on its own when a server does not answer wperf.v1); -v then means --verbose", switchOpt(func(c *config) *bool { return &c.legacy })},
 	{0, "sim-latency", "MS", inClient, simHelp, simOpt("sim-latency", simMillis)},
@@ -310,7 +333,7 @@ func findLong(name string) *option {
 			return &options[i]
 		}
 	}
-	return nil
+	return refusedOption(0, name)
 }
 
 // findShort resolves a letter; -n is --bytes for a test and --numeric for a
@@ -326,7 +349,7 @@ func findShort(b byte, tracing bool) *option {
 		}
 		return o
 	}
-	return nil
+	return refusedOption(b, "")
 }
 
 func (c *config) apply(o *option, v string) error {
@@ -375,6 +398,16 @@ Bandwidth and route tests over WebSocket.
 			fmt.Fprintf(w, "  %-34s %s\n", name, o.help)
 		}
 	}
+	fmt.Fprint(w, "\niperf3 options that wperf refuses (the error line says why):\n ")
+	for _, r := range refusedOptions {
+		if r.short != 0 {
+			fmt.Fprintf(w, " -%c/", r.short)
+		} else {
+			fmt.Fprint(w, " ")
+		}
+		fmt.Fprintf(w, "--%s", r.long)
+	}
+	fmt.Fprintln(w)
 }
 
 // helpSection is where --help lists an option: with the mode it belongs

@@ -74,8 +74,17 @@ type testRequest struct {
 	NoDelay    bool    `json:"no_delay,omitempty"`
 	Congestion string  `json:"congestion,omitempty"`
 	MSS        int     `json:"mss,omitempty"`
-	// Rate is a UDP test's target per stream in bits/s; 0 is unpaced.
+	// Rate is the target per sending stream in bits/s (-b); 0 is
+	// unpaced. A TCP test's senders keep to it too, since wperf 0.1.
 	Rate float64 `json:"rate,omitempty"`
+	// FQRate caps the kernel's pacing of each sending TCP stream, bits/s
+	// (--fq-rate; Linux SO_MAX_PACING_RATE, bytes/s = FQRate/8).
+	FQRate float64 `json:"fq_rate,omitempty"`
+	// TOS is the IP TOS byte (IPv6 traffic class) of the streams (-S,
+	// --dscp); 0 leaves the system's.
+	TOS int `json:"tos,omitempty"`
+	// ExtraData is --extra-data: both ends put it in their JSON output.
+	ExtraData string `json:"extra_data,omitempty"`
 	// UDPTransport is how a UDP test's datagrams may travel: "udp",
 	// "ws", or "auto" (UDP when the path lets it through; also "").
 	UDPTransport string `json:"udp_transport,omitempty"`
@@ -144,6 +153,12 @@ func (req *testRequest) check() error {
 		return fmt.Errorf("unknown udp_transport %q", req.UDPTransport)
 	case !(req.Rate >= 0 && req.Rate <= maxRate):
 		return fmt.Errorf("rate %g out of range 0..%g", req.Rate, maxRate)
+	case !(req.FQRate >= 0 && req.FQRate <= maxRate):
+		return fmt.Errorf("fq_rate %g out of range 0..%g", req.FQRate, maxRate)
+	case req.TOS < 0 || req.TOS > 255:
+		return fmt.Errorf("tos %d out of range 0..255", req.TOS)
+	case len(req.ExtraData) > maxExtraData:
+		return fmt.Errorf("extra_data longer than %d bytes", maxExtraData)
 	case req.Parallel < 1 || req.Parallel > maxParallel:
 		return fmt.Errorf("parallel %d out of range 1..%d", req.Parallel, maxParallel)
 	case req.Bytes < 0 || req.Blocks < 0 || req.Omit < 0 || req.Interval < 0 || req.Window < 0 || req.MSS < 0:

@@ -166,7 +166,7 @@ func qemuRun(t *testing.T, cmd []string) {
 	if !slices.Contains(cmd, "-t") {
 		cmd = append(cmd, "-t", "2")
 	}
-	cmd = append(cmd, "-J", "--connect-timeout", "20")
+	cmd = append(cmd, "-J", "--connect-timeout", "20s")
 	out, err := exec.Command(cmd[0], cmd[1:]...).Output()
 	var doc qemuDoc
 	if jerr := json.Unmarshal(out, &doc); err != nil || jerr != nil || doc.Error != "" {

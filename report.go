@@ -27,6 +27,9 @@ type lineWriter struct {
 	w      io.Writer
 	closer io.Closer
 	title  string
+	// stamps is --timestamps' strftime format: the time goes first, then
+	// the title, as in iperf3.
+	stamps string
 }
 
 func (l *lineWriter) println(s string) {
@@ -34,6 +37,9 @@ func (l *lineWriter) println(s string) {
 	defer l.mu.Unlock()
 	if l.title != "" {
 		s = l.title + ":  " + s
+	}
+	if l.stamps != "" {
+		s = timestamp(l.stamps, time.Now()) + s
 	}
 	io.WriteString(l.w, s+"\n")
 }
@@ -130,6 +136,9 @@ type testView struct {
 	latency *latencyReport
 	// reach is how the connections got there: TLS, proxies (reach.go).
 	reach *reachFacts
+	// unit is a server's -f for the text it sends (--get-server-output);
+	// 0 is adaptive.
+	unit byte
 }
 
 // socketInfo are iperf3's start.* socket facts.
@@ -431,6 +440,7 @@ func (rep *reporter) finish(err error) error {
 			doc = rep.view.document()
 		}
 		doc.Title = rep.cfg.title
+		doc.ExtraData = rep.cfg.extraData
 		if err != nil {
 			doc.Error = err.Error()
 		}
@@ -528,13 +538,13 @@ func (rep *reporter) printVerboseEnd() {
 // openOutput is standard output, or --logfile.
 func openOutput(cfg *config, stdout io.Writer) (*lineWriter, error) {
 	if cfg.logfile == "" {
-		return &lineWriter{w: stdout, title: cfg.title}, nil
+		return &lineWriter{w: stdout, title: cfg.title, stamps: cfg.timestamps}, nil
 	}
 	f, err := os.OpenFile(cfg.logfile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open log file: %w", err)
 	}
-	return &lineWriter{w: f, closer: f, title: cfg.title}, nil
+	return &lineWriter{w: f, closer: f, title: cfg.title, stamps: cfg.timestamps}, nil
 }
 
 // cleanText drops what a terminal would interpret (control characters,

@@ -13,6 +13,7 @@ type jsonDoc struct {
 	Start            jsonStart       `json:"start"`
 	Intervals        []jsonInterval  `json:"intervals"`
 	End              *jsonEnd        `json:"end"`
+	ExtraData        string          `json:"extra_data,omitempty"` // --extra-data, on both ends, where iperf3 puts it
 	ServerOutputJSON json.RawMessage `json:"server_output_json,omitempty"`
 	ServerOutputText string          `json:"server_output_text,omitempty"`
 	Title            string          `json:"title,omitempty"`
@@ -216,6 +217,7 @@ func (v *testView) startJSON() jsonStart {
 			Blocks:     req.Blocks,
 			Reverse:    b2i(req.Direction == dirDownload),
 			Bidir:      b2i(req.Direction == dirBidir),
+			Tos:        req.TOS,
 		},
 		TestParameters: req,
 		WPerf: jsonWPerfStart{
@@ -236,10 +238,10 @@ func (v *testView) startJSON() jsonStart {
 	} else {
 		d.TCPMSSDefault = &v.sockInfo.mss
 	}
-	if req.udp() {
-		d.TargetBitrate = int(req.Rate)
-		d.TestStart.TargetBitrate = d.TargetBitrate
-	}
+	// -b on a TCP test is a target too, as iperf3 reports it; a TCP
+	// test without -b asks for none (0).
+	d.TargetBitrate = int(req.Rate)
+	d.TestStart.TargetBitrate = d.TargetBitrate
 	peer := &jsonHostPort{Host: v.peerHost, Port: v.peerPort}
 	if v.isServer {
 		d.AcceptedConnection = peer
@@ -547,6 +549,9 @@ func (v *testView) document() jsonDoc {
 	}
 	doc.ServerOutputJSON = v.serverJSON
 	doc.ServerOutputText = v.serverText
+	if v.req != nil {
+		doc.ExtraData = v.req.ExtraData
+	}
 	return doc
 }
 

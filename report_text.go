@@ -413,6 +413,9 @@ func (v *testView) connectLines() []string {
 // gives it.
 func (v *testView) text() string {
 	t := textRows{v: v, unit: 'a'}
+	if v.unit != 0 {
+		t.unit = v.unit
+	}
 	lines := []string{fmt.Sprintf("Accepted connection from %s, port %d", v.peerHost, v.peerPort)}
 	lines = append(lines, v.connectLines()...)
 	lines = append(lines, v.reach.lines()...)

@@ -5,6 +5,7 @@ package main
 // from being "busy" for everyone, and the server's side of each test.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,7 +63,10 @@ func runServer(ctx context.Context, cfg *config, stdout io.Writer) error {
 	if cfg.family != 0 {
 		network += strconv.Itoa(cfg.family)
 	}
-	ln, err := net.Listen(network, net.JoinHostPort(cfg.bind, strconv.Itoa(cfg.port)))
+	// --bind-dev binds the listener to its interface; accepted sockets
+	// inherit it.
+	lc := net.ListenConfig{Control: cfg.socketMarks().control}
+	ln, err := lc.Listen(ctx, network, net.JoinHostPort(cfg.bind, strconv.Itoa(cfg.port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -360,7 +364,7 @@ func (s *server) admit(req *testRequest, peer string) (*session, statusCode, err
 // and port. Without it the server still runs, and UDP tests fall back to
 // WebSocket.
 func (s *server) listenUDP(tcp net.Addr) *udpListener {
-	l, err := listenUDP(tcp.String())
+	l, err := listenUDPWith(tcp.String(), s.cfg.socketMarks().control)
 	if err != nil {
 		s.out.printf("no real UDP (%v): UDP tests will run over WebSocket", err)
 		return nil
@@ -542,7 +546,7 @@ func (s *server) logTest(v *testView, cutShort string, runErr error) {
 	bytes, secs := v.localTotals()
 	line := fmt.Sprintf("%s %s %s P=%d %.2f sec %s %s",
 		v.started.UTC().Format(time.RFC3339), net.JoinHostPort(v.peerHost, strconv.Itoa(v.peerPort)),
-		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), 'a')+"/sec")
+		v.req.Direction, v.req.Parallel, secs, formatUnits(float64(bytes), 'A'), formatUnits(rate(bytes, secs), cmp.Or(s.cfg.format, 'a'))+"/sec")
 	line += logRequested(v.req) + logRetransmits(v) + logDirections(v) + v.logUDP() + v.logLatency()
 	switch {
 	case runErr != nil && cutShort == "":

@@ -224,10 +224,14 @@ func (t *serverTest) run() {
 // and builds the run.
 func (t *serverTest) prepare() (*testRun, error) {
 	s, req := t.srv, &t.sess.req
-	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay, notSentLowat: req.NotSentLowat}
+	opts := sockOpts{window: req.Window, congestion: req.Congestion, noDelay: req.NoDelay, notSentLowat: req.NotSentLowat, marks: socketMarks{tos: req.TOS}}
 	run := t.engine
 	run.keepIntervals = s.cfg.json || req.ServerOutput != ""
 	run.omitMarks = omitMarks(req)
+	if s.cfg.set["interval"] {
+		// The server's own -i paces its own report, as iperf3's does.
+		run.interval = seconds2dur(s.cfg.interval)
+	}
 	if run.udp && run.rate == 0 {
 		// An unpaced test's server sends no faster than its UDP cap.
 		run.rate = s.cfg.maxUDPRate / float64(req.streamCount())
@@ -238,6 +242,10 @@ func (t *serverTest) prepare() (*testRun, error) {
 		return run, nil
 	}
 	for _, js := range t.streams {
+		opts := opts
+		if js.hello.Direction == streamDown && !run.udp && (req.Rate > 0 || req.FQRate > 0) {
+			opts.pacingRate = kernelPacingFor(req.Rate, req.FQRate)
+		}
 		if err := opts.applyAccepted(js.conn.NetConn()); err != nil {
 			return nil, err
 		}
@@ -382,6 +390,7 @@ func (t *serverTest) view(client *resultsMsg) *testView {
 		url:      "",
 	}
 	v.peerHost, v.peerPort = splitPeer(t.sess.peer)
+	v.unit = t.srv.cfg.format
 	v.localCong = t.engine.congestion
 	v.conns, v.sockInfo = t.engine.connections()
 	v.transport, v.transportReason = t.udp.transport, t.udp.reason

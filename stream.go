@@ -421,7 +421,16 @@ func (run *testRun) send(s *stream) error {
 	batch, src, release := run.newBatch(s.conn, maxFrames)
 	defer release()
 	frames := 1
+	pace := newTCPPacer(run.rate, run.length)
+	if pace != nil {
+		defer pace.timer.Stop()
+		maxFrames = pace.frames
+	}
+	var sent int64
 	for !run.stopped() {
+		if pace != nil && !pace.wait(sent, run.stopping) {
+			break
+		}
 		n, duringOmit := run.reserve(int64(frames) * int64(run.length))
 		if n == 0 {
 			break
@@ -446,6 +455,7 @@ func (run *testRun) send(s *stream) error {
 			return err
 		}
 		run.settle(s, n, duringOmit)
+		sent += n
 		switch took := time.Since(t0); {
 		case took < batchMinFlush && frames < maxFrames:
 			frames *= 2
@@ -461,6 +471,58 @@ func (run *testRun) send(s *stream) error {
 		s.finalTCP.Store(&raw)
 	}
 	return s.conn.Close(statusNormal, "done")
+}
+
+// tcpPaceSlice is how much of a -b TCP sender's schedule one batch
+// covers: fine enough that the rate holds within each report interval,
+// coarse enough that a slow rate needs few wake-ups. The kernel spreads
+// each batch's packets (SO_MAX_PACING_RATE, sys.go) where it can.
+const (
+	tcpPaceSlice   = time.Millisecond
+	tcpPaceMaxDebt = 100 * time.Millisecond
+)
+
+// tcpPacer keeps a TCP sender to -b, as iperf3 does: the batch that
+// follows sent bytes leaves no earlier than start + sent/rate. A sender
+// held up for longer than tcpPaceMaxDebt (a stalled path) does not make
+// up for all of it in one burst.
+type tcpPacer struct {
+	bytesPerSec float64
+	start       time.Time
+	frames      int // messages per batch
+	timer       *time.Timer
+}
+
+// newTCPPacer returns nil for an unpaced test (rate 0).
+func newTCPPacer(rate float64, length int) *tcpPacer {
+	if rate <= 0 {
+		return nil
+	}
+	bytesPerSec := rate / 8
+	frames := int(bytesPerSec * tcpPaceSlice.Seconds() / float64(length))
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &tcpPacer{bytesPerSec: bytesPerSec, start: time.Now(), frames: max(1, min(frames, 64)), timer: t}
+}
+
+// wait sleeps until the schedule lets the bytes after sent go; false
+// means the run is stopping.
+func (p *tcpPacer) wait(sent int64, stopping <-chan struct{}) bool {
+	due := p.start.Add(time.Duration(float64(sent) / p.bytesPerSec * float64(time.Second)))
+	ahead := time.Until(due)
+	if ahead < -tcpPaceMaxDebt {
+		p.start = p.start.Add(-ahead - tcpPaceMaxDebt)
+	}
+	if ahead <= 0 {
+		return true
+	}
+	p.timer.Reset(ahead)
+	select {
+	case <-p.timer.C:
+		return true
+	case <-stopping:
+		return false
+	}
 }
 
 // receive is a receiving stream's loop: it counts payload and throws it

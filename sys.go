@@ -4,7 +4,10 @@ package main
 // sys_other.go add what only some have (TCP_INFO, congestion control,
 // CPU accounting).
 
-import "net"
+import (
+	"errors"
+	"net"
+)
 
 // sockOpts are the TCP options a client asks for on every stream; the
 // server applies the same ones to its end, as iperf3 does.
@@ -16,6 +19,48 @@ type sockOpts struct {
 	// notSentLowat caps a sending socket's unsent bytes (Linux
 	// TCP_NOTSENT_LOWAT); 0 leaves the kernel's default.
 	notSentLowat int
+	// pacingRate is the kernel's pacing cap for a sending socket
+	// (SO_MAX_PACING_RATE), in bytes/s; 0 sets none.
+	pacingRate float64
+	marks      socketMarks
+	// flowLabel is the IPv6 flow label a stream connects with (-L,
+	// Linux); 0 none. Such a stream connects in preConnect, which then
+	// binds it to local first, if set.
+	flowLabel int
+	local     *net.TCPAddr
+}
+
+// socketMarks are the options a client puts on every socket of a test,
+// its control connection and probes included, as iperf3 does: the TOS
+// byte, the interface and the user timeout. The server marks its ends
+// of the streams with the TOS it is asked for.
+type socketMarks struct {
+	tos         int    // 0: the system's (which is 0)
+	bindDev     string // SO_BINDTODEVICE, Linux
+	userTimeout int    // TCP_USER_TIMEOUT in ms, Linux; 0: the system's
+	reuseAddr   bool   // --cport: a port may be bound again while in TIME_WAIT
+}
+
+// errNoAffinity says -A does nothing on this OS: one warning, no failure.
+var errNoAffinity = errors.New("CPU affinity is only set on Linux; it has no effect here")
+
+// maxCPU is the number of CPUs -A can name: the kernel's default
+// cpu_set_t holds 1024 (CPU_SETSIZE).
+const maxCPU = 1024
+
+// kernelPacingCeiling is the most SO_MAX_PACING_RATE takes as the 32-bit
+// value every kernel accepts, in bytes/s (~34 Gbit/s); ~0U means none.
+const kernelPacingCeiling = 1<<32 - 2
+
+// kernelPacingFor is the cap a -b sender gives the kernel: a little above
+// the rate, so that the kernel spreads each batch's packets while the
+// sender's own schedule keeps the payload to -b exactly (the kernel counts
+// headers too). --fq-rate, iperf3's explicit form, is taken as it is.
+func kernelPacingFor(rate, fqRate float64) float64 {
+	if fqRate > 0 {
+		return fqRate / 8
+	}
+	return rate / 8 * 17 / 16
 }
 
 // applyPortable sets what every OS supports after the connection exists.

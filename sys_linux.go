@@ -2,12 +2,17 @@ package main
 
 // sys_linux.go holds the socket options and kernel counters that only
 // Linux offers through the standard syscall package: TCP_INFO, the
-// congestion algorithm, MSS, and the process's CPU time.
+// congestion algorithm, MSS, the process's CPU time, and iperf3's
+// socket marks, pacing cap, IPv6 flow label and CPU affinity.
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,15 +24,20 @@ import (
 const (
 	tcpCongestion   = 13
 	tcpNotSentLowat = 25
+	tcpUserTimeout  = 18
+	soMaxPacingRate = 47
 )
 
 // preConnect applies the options that only work before the handshake:
 // buffer sizes (they fix the window scale), the MSS and the congestion
 // algorithm. It runs as a net.Dialer's Control function.
-func (o sockOpts) preConnect(_, _ string, rc syscall.RawConn) error {
+func (o sockOpts) preConnect(network, address string, rc syscall.RawConn) error {
 	var opErr error
 	err := rc.Control(func(fd uintptr) {
 		opErr = o.setFD(int(fd), true)
+		if opErr == nil && o.flowLabel > 0 {
+			opErr = connectWithFlowLabel(int(fd), network, address, o.flowLabel, o.local)
+		}
 	})
 	if err != nil {
 		return err
@@ -36,6 +46,15 @@ func (o sockOpts) preConnect(_, _ string, rc syscall.RawConn) error {
 }
 
 func (o sockOpts) setFD(fd int, beforeConnect bool) error {
+	if err := o.marks.setFD(fd, beforeConnect); err != nil {
+		return err
+	}
+	if o.pacingRate > 0 {
+		bps := int(uint32(min(o.pacingRate, kernelPacingCeiling)))
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, soMaxPacingRate, bps); err != nil {
+			return fmt.Errorf("set SO_MAX_PACING_RATE: %w", err)
+		}
+	}
 	if o.window > 0 {
 		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, o.window); err != nil {
 			return fmt.Errorf("set send buffer: %w", err)
@@ -57,6 +76,93 @@ func (o sockOpts) setFD(fd int, beforeConnect bool) error {
 	if o.notSentLowat > 0 {
 		if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, tcpNotSentLowat, o.notSentLowat); err != nil {
 			return fmt.Errorf("set TCP_NOTSENT_LOWAT: %w", err)
+		}
+	}
+	return nil
+}
+
+// control sets the marks on a socket before it connects, as a net.Dialer's
+// Control function.
+func (m socketMarks) control(_, _ string, rc syscall.RawConn) error {
+	var opErr error
+	if err := rc.Control(func(fd uintptr) { opErr = m.setFD(int(fd), true) }); err != nil {
+		return err
+	}
+	return opErr
+}
+
+// afterDial has nothing left to do on Linux: control set every mark.
+func (socketMarks) afterDial(net.Conn) error { return nil }
+
+// setFD sets the marks. The TOS byte goes in IP_TOS, or for an IPv6
+// socket in its traffic class (RFC 8200 section 7), and in IP_TOS too
+// for the IPv4 peers a dual-stack socket may reach.
+func (m socketMarks) setFD(fd int, beforeConnect bool) error {
+	if m.bindDev != "" && beforeConnect {
+		if err := syscall.BindToDevice(fd, m.bindDev); err != nil {
+			return fmt.Errorf("bind to interface %s: %w", m.bindDev, err)
+		}
+	}
+	if m.reuseAddr && beforeConnect {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+			return fmt.Errorf("set SO_REUSEADDR: %w", err)
+		}
+	}
+	if m.tos > 0 {
+		if err := setTOSByte(fd, m.tos); err != nil {
+			return err
+		}
+	}
+	if m.userTimeout > 0 {
+		if typ, _ := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE); typ == syscall.SOCK_STREAM {
+			if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, tcpUserTimeout, m.userTimeout); err != nil {
+				return fmt.Errorf("set TCP_USER_TIMEOUT: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func setTOSByte(fd, tos int) error {
+	domain, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_DOMAIN)
+	if err != nil {
+		return fmt.Errorf("read the socket's family: %w", err)
+	}
+	v4err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IP, syscall.IP_TOS, tos)
+	if domain != syscall.AF_INET6 {
+		if v4err != nil {
+			return fmt.Errorf("set IP_TOS: %w", v4err)
+		}
+		return nil
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_TCLASS, tos); err != nil {
+		return fmt.Errorf("set IPV6_TCLASS: %w", err)
+	}
+	return nil
+}
+
+// pinAffinity runs every thread of the process on cpu (-A); -1 leaves
+// them be. sched_setaffinity(2) moves one thread, so each of /proc's
+// tasks is moved; threads started later inherit the mask of the
+// thread that starts them.
+func pinAffinity(cpu int) error {
+	if cpu < 0 {
+		return nil
+	}
+	var mask [maxCPU / 64]uint64
+	mask[cpu/64] = 1 << (cpu % 64)
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, uintptr(tid), unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)))
+		if errno != 0 && errno != syscall.ESRCH {
+			return fmt.Errorf("sched_setaffinity: %w", errno)
 		}
 	}
 	return nil
@@ -213,4 +319,71 @@ func bufferSizes(rc syscall.RawConn) (snd, rcv int) {
 		rcv, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
 	})
 	return snd, rcv
+}
+
+// The flow label manager's ABI (include/uapi/linux/in6.h).
+const (
+	ipv6FlowLabelMgr = 32
+	ipv6FlowInfoSend = 33
+	ipv6FLAGet       = 0
+	ipv6FLFCreate    = 1
+	ipv6FLSAny       = 255
+)
+
+// errFlowLabelV4 is -L on a connection that turned out to be IPv4.
+var errFlowLabelV4 = errors.New("-L/--flowlabel needs an IPv6 connection (try -6)")
+
+// connectWithFlowLabel starts the connection itself, so that its
+// destination carries the label: Linux takes a TCP socket's flow label
+// from connect's sin6_flowinfo once the label is leased to the socket
+// (IPV6_FLOWLABEL_MGR) and IPV6_FLOWINFO_SEND is on (RFC 6437 labels;
+// ipv6(7)). Go's connect, which follows, finds the connection under way
+// and waits for it as for its own.
+func connectWithFlowLabel(fd int, network, address string, label int, local *net.TCPAddr) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || network == "tcp4" || ap.Addr().Unmap().Is4() {
+		return errFlowLabelV4
+	}
+	if local != nil {
+		sa := &syscall.SockaddrInet6{Port: local.Port}
+		copy(sa.Addr[:], local.IP.To16())
+		if err := syscall.Bind(fd, sa); err != nil {
+			return fmt.Errorf("bind %v: %w", local, err)
+		}
+	}
+	var req [32]byte // struct in6_flowlabel_req
+	dst := ap.Addr().As16()
+	copy(req[0:16], dst[:])
+	binary.BigEndian.PutUint32(req[16:20], uint32(label))
+	req[20] = ipv6FLAGet
+	req[21] = ipv6FLSAny
+	binary.NativeEndian.PutUint16(req[22:24], ipv6FLFCreate)
+	if err := syscall.SetsockoptString(fd, syscall.IPPROTO_IPV6, ipv6FlowLabelMgr, string(req[:])); err != nil {
+		return fmt.Errorf("lease IPv6 flow label %d: %w", label, err)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, ipv6FlowInfoSend, 1); err != nil {
+		return fmt.Errorf("set IPV6_FLOWINFO_SEND: %w", err)
+	}
+	sa := syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Scope_id: zoneIndex(ap.Addr().Zone())}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+	binary.BigEndian.PutUint32((*[4]byte)(unsafe.Pointer(&sa.Flowinfo))[:], uint32(label))
+	sa.Addr = dst
+	switch errno := rawConnect(uintptr(fd), unsafe.Pointer(&sa), unsafe.Sizeof(sa)); errno {
+	case 0, syscall.EINPROGRESS, syscall.EINTR:
+		return nil
+	default:
+		return errno
+	}
+}
+
+// zoneIndex is the interface index of an IPv6 zone, 0 for none.
+func zoneIndex(zone string) uint32 {
+	if zone == "" {
+		return 0
+	}
+	if ifi, err := net.InterfaceByName(zone); err == nil {
+		return uint32(ifi.Index)
+	}
+	n, _ := strconv.Atoi(zone)
+	return uint32(n)
 }

@@ -12,6 +12,9 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 func (o sockOpts) preConnect(_, _ string, _ syscall.RawConn) error {
@@ -27,6 +30,30 @@ func (o sockOpts) preConnect(_, _ string, _ syscall.RawConn) error {
 }
 
 func (o sockOpts) applyAccepted(nc net.Conn) error { return o.applyPortable(nc) }
+
+// control sets nothing before the connection: the Linux-only marks are
+// refused at the command line (config.checkIperf3Habits), and the TOS
+// byte is set once connected (afterDial).
+func (m socketMarks) control(string, string, syscall.RawConn) error { return nil }
+
+// afterDial sets the TOS byte, or an IPv6 socket's traffic class, the
+// portable way.
+func (m socketMarks) afterDial(nc net.Conn) error {
+	if m.tos == 0 {
+		return nil
+	}
+	if ta, ok := nc.LocalAddr().(*net.TCPAddr); ok && ta.IP.To4() == nil {
+		return ipv6.NewConn(nc).SetTrafficClass(m.tos)
+	}
+	return ipv4.NewConn(nc).SetTOS(m.tos)
+}
+
+func pinAffinity(cpu int) error {
+	if cpu < 0 {
+		return nil
+	}
+	return errNoAffinity
+}
 
 func readTCPInfo(net.Conn) (tcpRaw, bool) { return tcpRaw{}, false }
 

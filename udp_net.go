@@ -176,15 +176,16 @@ type udpSession struct {
 
 // listenUDP opens the shared socket, e.g. on ":5201" (both IPv4 and IPv6
 // where the system allows), and starts its reader.
-func listenUDP(addr string) (*udpListener, error) {
-	ua, err := net.ResolveUDPAddr("udp", addr)
+func listenUDP(addr string) (*udpListener, error) { return listenUDPWith(addr, nil) }
+
+// listenUDPWith is listenUDP with a control function for the socket
+// (the server's --bind-dev).
+func listenUDPWith(addr string, control sockControl) (*udpListener, error) {
+	pc, err := (&net.ListenConfig{Control: control}).ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := net.ListenUDP("udp", ua)
-	if err != nil {
-		return nil, err
-	}
+	conn := pc.(*net.UDPConn)
 	conn.SetReadBuffer(udpSocketBuffer)
 	conn.SetWriteBuffer(udpSocketBuffer)
 	reader, err := newUDPReadBatch(conn, udpReadDepth, 64<<10)
@@ -472,7 +473,12 @@ type udpClientConn struct {
 // dialUDPStream opens a stream's socket to server ("host:port") and
 // runs the hello handshake.
 func dialUDPStream(ctx context.Context, server string, secret udpSecret, id uint32) (*udpClientConn, error) {
-	var d net.Dialer
+	return dialUDPStreamVia(ctx, &net.Dialer{}, server, secret, id)
+}
+
+// dialUDPStreamVia is dialUDPStream with the client's dialer: its socket
+// marks (-S, --bind-dev) and local address (-B, --cport).
+func dialUDPStreamVia(ctx context.Context, d *net.Dialer, server string, secret udpSecret, id uint32) (*udpClientConn, error) {
 	nc, err := d.DialContext(ctx, "udp", server)
 	if err != nil {
 		return nil, err

@@ -67,7 +67,7 @@ func (t *clientTest) dialUDP(ctx context.Context) ([]*udpClientConn, string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conns[i], errs[i] = dialUDPStream(ctx, addr, secret, uint32(i+1))
+			conns[i], errs[i] = dialUDPStreamVia(ctx, t.udpDialer(i+1), addr, secret, uint32(i+1))
 		}()
 	}
 	wg.Wait()
@@ -176,4 +176,20 @@ func (p *udpPlan) streams(req *testRequest, local net.Addr) []*stream {
 		out = append(out, &stream{id: i + 1, sending: sending, dgram: d})
 	}
 	return out
+}
+
+// udpDialer is the dialer of a real-UDP stream (numbered from 1): the
+// test's socket marks, -B, and with --cport the stream's own port, as
+// iperf3 binds its UDP streams too.
+func (t *clientTest) udpDialer(stream int) *net.Dialer {
+	marks := t.cfg.socketMarks()
+	d := &net.Dialer{Control: marks.control}
+	port := 0
+	if t.cfg.cport > 0 {
+		port = t.cfg.cport + stream - 1
+	}
+	if t.cfg.bind != "" || port > 0 {
+		d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(t.cfg.bind), Port: port}
+	}
+	return d
 }
