@@ -372,26 +372,11 @@ func TestUDPStreamSocketMarks(t *testing.T) {
 // through iperf3 3.12 and wperf on loopback: in both, every stream keeps
 // to -b (so the sum is P times it).
 func TestTCPBitratePerStreamLikeIperf3(t *testing.T) {
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		t.Skip("iperf3 is not installed (.ci/run installs it)")
-	}
 	args := []string{"-t", "2", "-J", "-P", "2", "-b", "20M"}
-	port := closedLoopbackPort(t)
-	server := exec.Command("iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port)
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer server.Wait()
-	defer server.Process.Kill()
-	var ref []byte
-	e2eWaitFor(t, 10*time.Second, "iperf3's client", func() bool {
-		// A refused connection also prints a document with an "end", an empty one.
-		ref, _ = exec.Command("iperf3", append([]string{"-c", "127.0.0.1", "-p", port}, args...)...).Output()
-		return strings.Contains(string(ref), `"sum_received"`)
-	})
+	ref := iperf3Run(t, nil, args...)
 	srv := startE2EServer(t)
 	mine := srv.mustRun(t, append(args, "--no-latency")...).stdout
-	for name, out := range map[string]string{"iperf3": string(ref), "wperf": mine} {
+	for name, out := range map[string]string{"iperf3": ref, "wperf": mine} {
 		streams := e2eList(t, e2eDecode(t, out), "end.streams")
 		if len(streams) != 2 {
 			t.Fatalf("%s: %d streams, want 2", name, len(streams))
