@@ -13,19 +13,6 @@ import (
 	"time"
 )
 
-// closedLoopbackPort is a loopback port nothing listens on, so a client
-// that accepts its command line fails at once with "connection refused".
-func closedLoopbackPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	return port
-}
-
 // iperf3Accepts runs iperf3's client with args against a closed port and
 // tells whether it got past its option checks (it then fails to connect)
 // or refused the command line.
@@ -91,7 +78,7 @@ func TestIperf3CommandLinesSideBySide(t *testing.T) {
 		{[]string{"-I", filepath.Join(t.TempDir(), "pid")}, true, ""},
 	}
 	_, haveIperf3 := exec.LookPath("iperf3")
-	port := closedLoopbackPort(t)
+	port := freeLoopbackPort(t)
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			if haveIperf3 == nil {
@@ -455,7 +442,7 @@ func TestExtraDataInJSON(t *testing.T) {
 // local ports, as the client's own report shows them.
 func TestCportBindsEachStream(t *testing.T) {
 	srv := startE2EServer(t)
-	base := closedLoopbackPort(t) // free now; the next one is checked below
+	base := freeLoopbackPort(t) // free now; the next one is checked below
 	cport, _ := strconv.Atoi(base)
 	if ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(cport+1)); err != nil {
 		t.Skipf("port %d is taken", cport+1)

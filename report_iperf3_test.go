@@ -55,6 +55,8 @@ func iperf3Run(t *testing.T, serverFlags []string, clientArgs ...string) string 
 	return ""
 }
 
+// freeLoopbackPort is a loopback TCP port nothing listens on: a server
+// may take it, and a client that dials it is refused at once.
 func freeLoopbackPort(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
