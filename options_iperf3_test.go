@@ -78,7 +78,7 @@ func TestIperf3CommandLinesSideBySide(t *testing.T) {
 		{[]string{"-I", filepath.Join(t.TempDir(), "pid")}, true, ""},
 	}
 	_, haveIperf3 := exec.LookPath("iperf3")
-	port := freeLoopbackPort(t)
+	port := e2eClosedPort(t)
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			if haveIperf3 == nil {
@@ -442,7 +442,7 @@ func TestExtraDataInJSON(t *testing.T) {
 // local ports, as the client's own report shows them.
 func TestCportBindsEachStream(t *testing.T) {
 	srv := startE2EServer(t)
-	base := freeLoopbackPort(t) // free now; the next one is checked below
+	base := e2eClosedPort(t) // free now; the next one is checked below
 	cport, _ := strconv.Atoi(base)
 	if ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(cport+1)); err != nil {
 		t.Skipf("port %d is taken", cport+1)

@@ -9,11 +9,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"net"
 	"os/exec"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +23,7 @@ import (
 func iperf3Run(t *testing.T, serverFlags []string, clientArgs ...string) string {
 	t.Helper()
 	labNeeds(t, "iperf3") // skips without it, except in CI
-	port := freeLoopbackPort(t)
+	port := e2eClosedPort(t)
 	srv := exec.Command("iperf3", append([]string{"-s", "-1", "-B", "127.0.0.1", "-p", port}, serverFlags...)...)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -53,18 +51,6 @@ func iperf3Run(t *testing.T, serverFlags []string, clientArgs ...string) string 
 	}
 	t.Fatalf("iperf3 -s on port %s never accepted", port)
 	return ""
-}
-
-// freeLoopbackPort is a loopback TCP port nothing listens on: a server
-// may take it, and a client that dials it is refused at once.
-func freeLoopbackPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // wperfRun is iperf3Run's twin: a wperf server with serverFlags in this

@@ -214,19 +214,24 @@ type e2eRawTest struct {
 	streams []*wsConn
 }
 
+// e2eRawDial opens a wperf.v1 connection to a loopback server, as every
+// connection of a raw test does.
+func e2eRawDial(t *testing.T, port string) *wsConn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := dialWS(ctx, "ws://127.0.0.1:"+port+"/", dialOptions{subprotocols: []string{subprotocolV1}})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	return c
+}
+
 // e2eRawStart asks for req, opens its upload streams and waits for the
 // server's start.
 func e2eRawStart(t *testing.T, port string, req testRequest) *e2eRawTest {
 	t.Helper()
-	dial := func() *wsConn {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, err := dialWS(ctx, "ws://127.0.0.1:"+port+"/", dialOptions{subprotocols: []string{subprotocolV1}})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		return c
-	}
+	dial := func() *wsConn { return e2eRawDial(t, port) }
 	rt := &e2eRawTest{ctrl: dial()}
 	t.Cleanup(rt.drop)
 	if err := sendJSON(rt.ctrl, req); err != nil {

@@ -320,7 +320,7 @@ func TestServerBindDev(t *testing.T) {
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Skip("ss(8) is not installed (iproute2)")
 	}
-	port := freeLoopbackPort(t)
+	port := e2eClosedPort(t)
 	cfg, err := parseArgs([]string{"-s", "-B", "127.0.0.1%lo", "-p", port})
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -329,15 +328,7 @@ func webRawUpload(t *testing.T, port string, req testRequest) (acceptMsg, []inte
 	t.Helper()
 	rt := &e2eRawTest{}
 	t.Cleanup(rt.drop)
-	dial := func() *wsConn {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, err := dialWS(ctx, "ws://127.0.0.1:"+port+"/", dialOptions{subprotocols: []string{subprotocolV1}})
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		return c
-	}
+	dial := func() *wsConn { return e2eRawDial(t, port) }
 	rt.ctrl = dial()
 	read := func(v any) string {
 		rt.ctrl.SetReadDeadline(time.Now().Add(5 * time.Second))
