@@ -20,8 +20,9 @@
 //	                 the results and the report
 //	guard.go         the server's defences: connections per address,
 //	                 token guessing, rationed log lines, idle memory
-//	stream.go        the engine both ends share: move bytes, count them,
-//	                 close intervals
+//	stream.go        the engine both ends share: the payload pool, sending
+//	                 (paced with -b), receiving (spliced on Linux)
+//	stream_intervals.go  the engine's clock: intervals, counts, results
 //	udp.go           a UDP test's pieces: -b, the datagram header, loss and
 //	                 jitter accounting, pacing, the WebSocket drop rule
 //	udp_stream.go    the engine's datagram streams, on either transport
