@@ -13,8 +13,11 @@ cd "$(dirname "$0")"
 
 BENCH_TIME=${BENCH_TIME:-5}
 BENCH_RUNS=${BENCH_RUNS:-3}
-WS_PORT=${WS_PORT:-8797}
-WSS_PORT=${WSS_PORT:-8798}
+# free_port prints a loopback port nothing listens on (the machine may run
+# other benchmarks).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+WS_PORT=${WS_PORT:-$(free_port)}
+WSS_PORT=${WSS_PORT:-$(free_port)}
 
 bin=$(mktemp -d)/wperf
 CGO_ENABLED=0 go build -o "$bin" .
@@ -38,7 +41,10 @@ def start(cmd):
 servers, fp = {}, None
 servers["ws"], _ = start([wperf, "-s", "-B", "127.0.0.1", "-p", ws_port])
 servers["wss"], line = start([wperf, "-s", "-B", "127.0.0.1", "-p", wss_port, "--tls"])
-fp = re.search(r"sha256:[0-9a-f]{64}", line).group(0)
+found = re.search(r"sha256:[0-9a-f]{64}", line)
+if not found:
+    raise SystemExit(f"bench_tls.sh: the wss server did not start on port {wss_port}: {line!r}")
+fp = found.group(0)
 clients = {
     "ws": lambda extra: [wperf, "-c", f"ws://127.0.0.1:{ws_port}/", "-t", secs, "-J"] + extra,
     "wss": lambda extra: [wperf, "-c", f"wss://127.0.0.1:{wss_port}/", "--fingerprint", fp, "-t", secs, "-J"] + extra,
