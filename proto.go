@@ -408,15 +408,15 @@ func refuse(c *wsConn, code statusCode, why string) {
 
 // sendJSON writes one control message within closeWait. The deadline goes
 // when the write is done: the connection may idle long after, and a pong
-// written then must not meet a deadline long past.
+// written then must not meet a deadline long past. Several goroutines
+// send on one control connection (progress, results, goodbye), so the
+// bound is set and lifted under the connection's write lock.
 func sendJSON(c *wsConn, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	c.SetWriteDeadline(time.Now().Add(closeWait))
-	defer c.SetWriteDeadline(time.Time{})
-	return c.WriteMessage(opText, b)
+	return c.WriteMessageWithin(opText, b, closeWait)
 }
 
 // controlType is the type of a control message as read, op and all: the

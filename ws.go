@@ -254,6 +254,21 @@ func (c *wsConn) WriteMessage(op opcode, p []byte) error {
 	return c.writeFrame(op, true, p)
 }
 
+// WriteMessageWithin sends one message that must leave within d, then
+// lifts the bound. Writers sharing a connection take turns here, so one
+// lifting its bound never frees another's write from its own: a peer that
+// stops reading fails every such write in time.
+func (c *wsConn) WriteMessageWithin(op opcode, p []byte, d time.Duration) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.closeSent {
+		return errConnClosed
+	}
+	c.SetWriteDeadline(time.Now().Add(d))
+	defer c.SetWriteDeadline(time.Time{})
+	return c.writeLocked(op, true, p)
+}
+
 // WriteFrame sends one frame, so callers can fragment a message.
 func (c *wsConn) WriteFrame(op opcode, fin bool, p []byte) error {
 	return c.writeFrame(op, fin, p)

@@ -596,3 +596,29 @@ type wtSinkConn struct {
 }
 
 func (c *wtSinkConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// TestWriteWithinSharedConnection: two goroutines send control messages
+// on one connection to a peer that never reads. Each send fails within
+// its bound (closeWait); one lifting its deadline never frees the other's write
+// from it (the server's progress and goodbye messages share a control
+// connection this way).
+func TestWriteWithinSharedConnection(t *testing.T) {
+	t.Parallel()
+	a, _ := udpTCPPair(t) // the other end never reads
+	c := newConn(a, false, connOptions{}, nil)
+	big := strings.Repeat("x", 16<<20) // more than both sockets' buffers hold
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- sendJSON(c, big) }()
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("write to a peer that never reads: %v, want a deadline error", err)
+			}
+		case <-time.After(3*closeWait + 5*time.Second):
+			t.Fatal("a bounded write hangs: another writer lifted its deadline")
+		}
+	}
+}
