@@ -97,7 +97,7 @@ func startE2EServerOn(t *testing.T, ln net.Listener, flags ...string) *e2eServer
 	}
 	go func() {
 		defer close(s.finished)
-		s.err = serve(ctx, cfg, ln, &lineWriter{w: s.out})
+		s.err = serve(ctx, cfg, ln, &lineWriter{w: s.out, title: cfg.title, stamps: cfg.timestamps})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -91,8 +91,7 @@ func (s *server) logLegacyPing(peer string, started time.Time, pongs int, err er
 		if err != nil {
 			rec["error"] = err.Error()
 		}
-		b, _ := json.Marshal(rec)
-		s.out.println(string(b))
+		s.logJSON(rec)
 		return
 	}
 	line := fmt.Sprintf("%s %s legacy ping %d pongs %.2f sec", started.UTC().Format(time.RFC3339), peer, pongs, secs)
@@ -405,8 +404,7 @@ func (s *server) logLegacyTrace(peer string, target netip.Addr, proto string, er
 		if err != nil {
 			rec["error"] = err.Error()
 		}
-		b, _ := json.Marshal(rec)
-		s.out.println(string(b))
+		s.logJSON(rec)
 		return
 	}
 	line := fmt.Sprintf("%s %s legacy reverse traceroute (%s) to %s", time.Now().UTC().Format(time.RFC3339), peer, proto, target)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -409,6 +410,18 @@ func TestTimestampsPrefixEveryLine(t *testing.T) {
 	doc := e2eDecode(t, srv.mustRun(t, "-t", "0.3", "--no-latency", "-J", "--timestamps").stdout)
 	if _, ok := doc["start"]; !ok {
 		t.Fatal("-J --timestamps: the document lost its start")
+	}
+	// A -J server's log is one JSON object per line, stamps or not.
+	jsrv := startE2EServer(t, "-J", "--timestamps")
+	jsrv.mustRun(t, "-t", "0.3", "--no-latency")
+	jsrv.mustRun(t, "--ping", "--ping-count", "1")
+	e2eWaitFor(t, 5*time.Second, "the server's records of the test and the ping", func() bool {
+		return strings.Contains(jsrv.out.String(), `"end"`) && strings.Contains(jsrv.out.String(), `"event":"ping"`)
+	})
+	for _, l := range e2eLines(jsrv.out.String()) {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("-J --timestamps server log line is not JSON: %q", l)
+		}
 	}
 }
 

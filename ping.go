@@ -131,8 +131,7 @@ func (s *server) logPing(peer string, n int, d time.Duration, err error) {
 		if err != nil {
 			ev["error"] = err.Error()
 		}
-		b, _ := json.Marshal(ev)
-		s.out.println(string(b))
+		s.logJSON(ev)
 		return
 	}
 	line := fmt.Sprintf("%s %s ping %d probes echoed in %.2f sec", time.Now().UTC().Format(time.RFC3339), peer, n, d.Seconds())

@@ -251,8 +251,7 @@ func (s *server) logTrace(who clientPeer, target netip.Addr, proto string, err e
 		if err != nil {
 			rec["error"] = err.Error()
 		}
-		b, _ := json.Marshal(rec)
-		s.out.println(string(b))
+		s.logJSON(rec)
 		return
 	}
 	line := fmt.Sprintf("%s %s reverse traceroute (%s) to %s", time.Now().UTC().Format(time.RFC3339), who.tcp, proto, target)

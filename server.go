@@ -399,6 +399,13 @@ func (s *server) release(sess *session) {
 	}
 }
 
+// logJSON writes one record of a -J server's log: one JSON object per
+// line, never prefixed by --timestamps, so each line stays valid JSON.
+func (s *server) logJSON(rec any) {
+	b, _ := json.Marshal(rec)
+	s.out.raw(string(b) + "\n")
+}
+
 // logShutdown says the server is stopping (on SIGINT or SIGTERM), and how
 // many tests that cuts short.
 func (s *server) logShutdown() {
@@ -406,8 +413,7 @@ func (s *server) logShutdown() {
 	running := s.running
 	s.mu.Unlock()
 	if s.cfg.json {
-		b, _ := json.Marshal(map[string]any{"event": "shutdown", "tests_cut_short": running})
-		s.out.println(string(b))
+		s.logJSON(map[string]any{"event": "shutdown", "tests_cut_short": running})
 		return
 	}
 	s.out.println(fmt.Sprintf("%s server shutting down (%d tests cut short)", time.Now().UTC().Format(time.RFC3339), running))
@@ -451,8 +457,7 @@ func (s *server) logRationed(lim *logLimiter, event, peer, why string) {
 		if held > 0 {
 			rec["held_back"] = held
 		}
-		b, _ := json.Marshal(rec)
-		s.out.println(string(b))
+		s.logJSON(rec)
 		return
 	}
 	line := fmt.Sprintf("%s %s %s: %s", time.Now().UTC().Format(time.RFC3339), event, peer, why)
@@ -539,8 +544,7 @@ func (s *server) logTest(v *testView, cutShort string, runErr error) {
 		case runErr != nil:
 			doc.Error = runErr.Error()
 		}
-		b, _ := json.Marshal(doc)
-		s.out.raw(string(b) + "\n")
+		s.logJSON(doc)
 		return
 	}
 	bytes, secs := v.localTotals()
