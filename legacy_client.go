@@ -108,6 +108,8 @@ func (c *config) legacyFits() error {
 		return errors.New("-u with -R or --bidir: the old protocol's UDP test only uploads")
 	case c.udp && c.udpTransport == "udp":
 		return errors.New("--udp-transport udp: the old protocol carries datagrams over WebSocket only")
+	case c.cport > 0 || c.flowLabel > 0:
+		return errors.New("--cport and -L/--flowlabel: the old protocol's connections are dialled without them")
 	case !c.udp && (c.set["bitrate"] || c.set["bandwidth"] || c.fqRate > 0):
 		return errors.New("-b or --fq-rate on a TCP test: the old protocol's TCP test is never paced")
 	case c.udp && c.omit > 0:

@@ -451,6 +451,8 @@ func TestLegacyOptions(t *testing.T) {
 		{[]string{"--legacy", "-u", "-O", "1"}, "-O"},
 		{[]string{"--legacy", "-l", "2M"}, "1 MiB"},
 		{[]string{"--legacy", "--get-server-output"}, "--get-server-output"},
+		{[]string{"--legacy", "--cport", "40100"}, "--cport"},
+		{[]string{"--legacy", "-6", "-L", "7"}, "-L/--flowlabel"},
 		{[]string{"--sim-loss", "101"}, "--sim-loss"},
 		{[]string{"--sim-latency", "-5"}, "--sim-latency"},
 		{[]string{"--sim-mtu", "big"}, "--sim-mtu"},

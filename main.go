@@ -474,6 +474,10 @@ func (c *config) checkIperf3Habits() error {
 		return errors.New("--bind-dev, --fq-rate, -L/--flowlabel and --snd-timeout are only supported on Linux")
 	case c.flowLabel > 0 && c.family == 4:
 		return errors.New("-L/--flowlabel is IPv6's: it does not go with -4")
+	case c.udp && c.fqRate > 0:
+		return errors.New("--fq-rate paces TCP streams; with -u, -b sets the datagram rate")
+	case c.udp && c.flowLabel > 0 && c.udpTransport != "ws":
+		return errors.New("-L/--flowlabel labels TCP connections; with -u it needs --udp-transport ws")
 	case c.cport > 0 && c.cport+c.streamCount()-1 > 65535:
 		return fmt.Errorf("--cport %d: the test's %d streams need ports up to %d", c.cport, c.streamCount(), c.cport+c.streamCount()-1)
 	case c.mode == modeServer && c.interval > 0 && c.interval < minInterval:

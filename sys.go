@@ -56,11 +56,12 @@ const kernelPacingCeiling = 1<<32 - 2
 // the rate, so that the kernel spreads each batch's packets while the
 // sender's own schedule keeps the payload to -b exactly (the kernel counts
 // headers too). --fq-rate, iperf3's explicit form, is taken as it is.
+// A cap of 0 would stall the stream, so the least is 1 byte/s.
 func kernelPacingFor(rate, fqRate float64) float64 {
 	if fqRate > 0 {
-		return fqRate / 8
+		return max(1, fqRate/8)
 	}
-	return rate / 8 * 17 / 16
+	return max(1, rate/8*17/16)
 }
 
 // applyPortable sets what every OS supports after the connection exists.

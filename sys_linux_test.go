@@ -129,8 +129,8 @@ func closedLoopbackPortOf(t *testing.T, network string) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// TestFlowLabelNeedsIPv6: -L on an IPv4 connection is an error, never a
-// silent no-op.
+// TestFlowLabelNeedsIPv6: -L on an IPv4 connection, or on real-UDP
+// datagrams, is an error, never a silent no-op; so is --fq-rate with -u.
 func TestFlowLabelNeedsIPv6(t *testing.T) {
 	ln := loopbackListener(t, "tcp4", "127.0.0.1:0")
 	opt := dialOptionsFrom(&config{tos: -1}, sockOpts{flowLabel: 5}.preConnect, nil)
@@ -138,8 +138,13 @@ func TestFlowLabelNeedsIPv6(t *testing.T) {
 		nc.Close()
 		t.Fatal("dialled IPv4 with a flow label; want errFlowLabelV4")
 	}
-	if code, _, stderr := runArgs(t, "-c", noServer, "-4", "-L", "5"); code != exitUsage || !strings.Contains(stderr, "--flowlabel") {
-		t.Fatalf("-4 -L 5: want exit 2 naming --flowlabel, got %d: %s", code, stderr)
+	for _, args := range [][]string{{"-4", "-L", "5"}, {"-6", "-u", "-L", "5"}, {"-6", "-u", "--udp-transport", "udp", "-L", "5"}} {
+		if code, _, stderr := runArgs(t, append([]string{"-c", noServer}, args...)...); code != exitUsage || !strings.Contains(stderr, "--flowlabel") {
+			t.Errorf("%q: want exit 2 naming --flowlabel, got %d: %s", args, code, stderr)
+		}
+	}
+	if code, _, stderr := runArgs(t, "-c", noServer, "-u", "--fq-rate", "10M"); code != exitUsage || !strings.Contains(stderr, "--fq-rate") {
+		t.Errorf("-u --fq-rate: want exit 2 naming --fq-rate, got %d: %s", code, stderr)
 	}
 }
 
@@ -156,6 +161,7 @@ func TestServerStreamOptions(t *testing.T) {
 		{"--fq-rate 80M", 0, 80e6, 10e6},
 		{"both: --fq-rate is the cap", 100e6, 40e6, 5e6},
 		{"above 34 Gbit/s: the 32-bit ceiling", 0, 50e9, kernelPacingCeiling},
+		{"below 8 bit/s: 1 byte/s, never 0 (no pacing)", 0, 4, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
