@@ -81,7 +81,6 @@ var (
 	errUDPRegistered = errors.New("udp session secret or stream already registered")
 	errUDPUnbound    = errors.New("udp stream has no proven peer address")
 	errUDPSessionEnd = errors.New("udp session is no longer registered")
-	errUDPClosed     = errors.New("udp listener closed")
 )
 
 // udpSecret is a session's shared secret; on the wire (JSON) it is hex.
@@ -174,12 +173,9 @@ type udpSession struct {
 	live   atomic.Bool
 }
 
-// listenUDP opens the shared socket, e.g. on ":5201" (both IPv4 and IPv6
-// where the system allows), and starts its reader.
-func listenUDP(addr string) (*udpListener, error) { return listenUDPWith(addr, nil) }
-
-// listenUDPWith is listenUDP with a control function for the socket
-// (the server's --bind-dev).
+// listenUDPWith opens the shared socket, e.g. on ":5201" (both IPv4 and
+// IPv6 where the system allows), with a control function for the socket
+// (the server's --bind-dev), and starts its reader.
 func listenUDPWith(addr string, control sockControl) (*udpListener, error) {
 	pc, err := (&net.ListenConfig{Control: control}).ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
@@ -470,14 +466,9 @@ type udpClientConn struct {
 	secret udpSecret
 }
 
-// dialUDPStream opens a stream's socket to server ("host:port") and
-// runs the hello handshake.
-func dialUDPStream(ctx context.Context, server string, secret udpSecret, id uint32) (*udpClientConn, error) {
-	return dialUDPStreamVia(ctx, &net.Dialer{}, server, secret, id)
-}
-
-// dialUDPStreamVia is dialUDPStream with the client's dialer: its socket
-// marks (-S, --bind-dev) and local address (-B, --cport).
+// dialUDPStreamVia opens a stream's socket to server ("host:port") with
+// the client's dialer, its socket marks (-S, --bind-dev) and local address
+// (-B, --cport), and runs the hello handshake.
 func dialUDPStreamVia(ctx context.Context, d *net.Dialer, server string, secret udpSecret, id uint32) (*udpClientConn, error) {
 	nc, err := d.DialContext(ctx, "udp", server)
 	if err != nil {

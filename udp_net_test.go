@@ -20,7 +20,7 @@ var udpLoopbacks = []string{"127.0.0.1", "::1"}
 // has no such address (IPv6 off, say).
 func udpTestListener(t testing.TB, host string) *udpListener {
 	t.Helper()
-	l, err := listenUDP(net.JoinHostPort(host, "0"))
+	l, err := listenUDPWith(net.JoinHostPort(host, "0"), nil)
 	if err != nil {
 		t.Skipf("no UDP on %s: %v", host, err)
 	}
@@ -76,7 +76,7 @@ func TestUDPHandshake(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			c, err := dialUDPStream(ctx, server, secret, 1)
+			c, err := dialUDPStreamVia(ctx, &net.Dialer{}, server, secret, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +119,7 @@ func TestUDPHandshake(t *testing.T) {
 			// A client with the wrong secret gives up with errUDPNoAck.
 			short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer cancel()
-			if _, err := dialUDPStream(short, server, wrong, 1); !errors.Is(err, errUDPNoAck) {
+			if _, err := dialUDPStreamVia(short, &net.Dialer{}, server, wrong, 1); !errors.Is(err, errUDPNoAck) {
 				t.Fatalf("wrong secret: %v, want errUDPNoAck", err)
 			}
 			if got := l.counts().SentBytes; got != acked {
@@ -181,12 +181,12 @@ func TestUDPUploadDownload(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			cUp, err := dialUDPStream(ctx, server, secret, 1)
+			cUp, err := dialUDPStreamVia(ctx, &net.Dialer{}, server, secret, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer cUp.close()
-			cDown, err := dialUDPStream(ctx, server, secret, 2)
+			cDown, err := dialUDPStreamVia(ctx, &net.Dialer{}, server, secret, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -257,12 +257,12 @@ func TestUDPKeepaliveRebinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	first, err := dialUDPStream(ctx, server, secret, 7)
+	first, err := dialUDPStreamVia(ctx, &net.Dialer{}, server, secret, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.close()
-	second, err := dialUDPStream(ctx, server, secret, 7)
+	second, err := dialUDPStreamVia(ctx, &net.Dialer{}, server, secret, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +349,7 @@ func udpPacedRun(t testing.TB, rate float64, size int, d time.Duration) udpPaced
 	if _, err := l.register(secret, up); err != nil {
 		t.Fatal(err)
 	}
-	c, err := dialUDPStream(context.Background(), udpServerAddr(l, "127.0.0.1"), secret, 1)
+	c, err := dialUDPStreamVia(context.Background(), &net.Dialer{}, udpServerAddr(l, "127.0.0.1"), secret, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +411,7 @@ func BenchmarkUDPLoopback(b *testing.B) {
 			secret := newUDPSecret()
 			up := newUDPPeer(1, &udpCounter{})
 			l.register(secret, up)
-			c, err := dialUDPStream(context.Background(), udpServerAddr(l, "127.0.0.1"), secret, 1)
+			c, err := dialUDPStreamVia(context.Background(), &net.Dialer{}, udpServerAddr(l, "127.0.0.1"), secret, 1)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -460,12 +460,12 @@ func TestUDPHotPathsAllocateNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	server := udpServerAddr(l, "127.0.0.1")
-	cUp, err := dialUDPStream(context.Background(), server, secret, 1)
+	cUp, err := dialUDPStreamVia(context.Background(), &net.Dialer{}, server, secret, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cUp.close()
-	cDown, err := dialUDPStream(context.Background(), server, secret, 2)
+	cDown, err := dialUDPStreamVia(context.Background(), &net.Dialer{}, server, secret, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
