@@ -205,9 +205,10 @@ func TestFlagParseForms(t *testing.T) {
 	}
 }
 
-// TestReadmeQuickStart: README's first command block builds and runs one
-// test, and the test suite's command has a block of its own, so pasting
-// the first never starts the long test run.
+// TestReadmeQuickStart: README's first command block is the build (and a
+// run), with no go test in it, and the test suite's command has a block of
+// its own, so pasting the first never starts the long test run. The text
+// is checked, not run.
 func TestReadmeQuickStart(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
