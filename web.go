@@ -187,8 +187,13 @@ func (t *serverTest) reportProgress(run *testRun) (wait func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// Once a write fails (the client read nothing for closeWait), the
+		// rest are dropped, so the results wait for one such bound at most.
+		failed := false
 		for m := range msgs {
-			sendJSON(t.ctrl, m)
+			if !failed {
+				failed = sendJSON(t.ctrl, m) != nil
+			}
 		}
 	}()
 	run.onIntervalClosed = func(final bool) {
