@@ -71,6 +71,10 @@ func startBrowser(t *testing.T, host, bypass, spki string) *browser {
 		"--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
 		"--disable-background-networking", "--disable-component-update", "--disable-default-apps",
 		"--disable-domain-reliability", "--no-pings", "--disable-breakpad", "--metrics-recording-only",
+		// Nothing that sends around the proxy: no WebRTC UDP, no mDNS or
+		// DIAL discovery of cast devices, no translation or hints fetches.
+		"--force-webrtc-ip-handling-policy=disable_non_proxied_udp", "--disable-client-side-phishing-detection",
+		"--disable-features=MediaRouter,DialMediaRouteProvider,WebRtcHideLocalIpsWithMdns,OptimizationHints,Translate",
 		"--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE "+host,
 		"--window-size=420,900", "about:blank")
 	if bypass != "" {
