@@ -166,19 +166,29 @@ func runLegacyPing(ctx context.Context, cfg *config, out *lineWriter) error {
 	return rep.print(cfg, out, err)
 }
 
+// legacyCommand dials an old server and sends it one command; the
+// connection ends when ctx does, so a read waiting on it returns.
+func legacyCommand(ctx context.Context, cfg *config, u *url.URL, command string) (*wsConn, error) {
+	c, err := dialLegacy(ctx, cfg, u, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, c.Abort)
+	if err := sendJSON(c, map[string]string{"command": command}); err != nil {
+		c.Abort()
+		return nil, fmt.Errorf("send %s request: %w", command, err)
+	}
+	return c, nil
+}
+
 // run dials, sends the pings at their interval and waits for the last
 // pongs.
 func (p *legacyPinger) run(ctx context.Context, cfg *config, u *url.URL) error {
-	c, err := dialLegacy(ctx, cfg, u, nil, 0)
+	c, err := legacyCommand(ctx, cfg, u, "ping")
 	if err != nil {
 		return err
 	}
 	defer c.Abort()
-	stop := context.AfterFunc(ctx, c.Abort)
-	defer stop()
-	if err := sendJSON(c, map[string]string{"command": "ping"}); err != nil {
-		return fmt.Errorf("send ping request: %w", err)
-	}
 	interval := seconds2dur(cfg.interval)
 	if interval <= 0 {
 		interval = time.Second
@@ -460,16 +470,11 @@ func runLegacyTrace(ctx context.Context, cfg *config, out *lineWriter, note stri
 // followLegacyTrace asks for the trace and hands over each hop until the
 // server's end.
 func followLegacyTrace(ctx context.Context, cfg *config, u *url.URL, onHop func(traceHop)) error {
-	c, err := dialLegacy(ctx, cfg, u, nil, 0)
+	c, err := legacyCommand(ctx, cfg, u, "reverse_traceroute")
 	if err != nil {
 		return err
 	}
 	defer c.Abort()
-	stop := context.AfterFunc(ctx, c.Abort)
-	defer stop()
-	if err := sendJSON(c, map[string]string{"command": "reverse_traceroute"}); err != nil {
-		return fmt.Errorf("send trace request: %w", err)
-	}
 	var traceErr string
 	for {
 		msg, err := readLegacyText(c, legacyTraceWait)
